@@ -1,0 +1,19 @@
+# A timed job claims every core the run was given, so no other job disturbs its figures.
+rule bench:
+    input:
+        unpack(bench_inputs),
+    output:
+        csv="results/{model}/bench/{variant}_{provider}_b{batch}.csv",
+    params:
+        warmup=config["benchmark"]["warmup"],
+        runs=config["benchmark"]["runs"],
+    log:
+        "logs/bench/{model}_{variant}_{provider}_b{batch}.log",
+    threads: workflow.cores
+    resources:
+        mem_mb=3000,
+        gpu=gpu_count,
+    conda:
+        ENV
+    script:
+        "../scripts/bench.py"

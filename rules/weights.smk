@@ -1,0 +1,35 @@
+rule weights:
+    input:
+        samples="results/{model}/samples.npz",
+    output:
+        weights="results/{model}/weights.pt",
+        record="results/{model}/weights.json",
+    params:
+        settings=model_settings("kind", "target", "weights", "train", "seed"),
+    log:
+        "logs/weights/{model}.log",
+    threads: 2
+    resources:
+        mem_mb=2000,
+    conda:
+        ENV
+    script:
+        "../scripts/weights.py"
+
+
+rule reference:
+    input:
+        samples="results/{model}/samples.npz",
+        weights="results/{model}/weights.pt",
+    output:
+        reference="results/{model}/reference.npz",
+        accuracy="results/{model}/accuracy/torch.json",
+    log:
+        "logs/reference/{model}.log",
+    threads: 2
+    resources:
+        mem_mb=2000,
+    conda:
+        ENV
+    script:
+        "../scripts/reference.py"
