@@ -73,8 +73,8 @@ def build_summary(bench_csvs: list[str | Path], results_dir: str | Path) -> pd.D
         One row per cell with CONTRACT_COLUMNS first, then EXTRA_COLUMNS and the environment.
     """
     results = Path(results_dir)
-    table = pd.concat([pd.read_csv(p, keep_default_na=False) for p in bench_csvs])
-    table = table.reset_index(drop=True).replace({"": None})
+    table = pd.concat([pd.read_csv(p) for p in bench_csvs]).reset_index(drop=True)
+    table = table.astype(object).where(table.notna(), None)
 
     rows = []
     for record in table.to_dict("records"):
@@ -127,7 +127,7 @@ def write_csv_atomically(frame: pd.DataFrame, path: str | Path) -> None:
     tmp.replace(path)
 
 
-def _fmt(value, pattern: str) -> str:
+def _fmt(value, pattern: str = "{}") -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "–"
     return pattern.format(value)
@@ -149,7 +149,7 @@ def model_table(rows: pd.DataFrame) -> str:
         lines.append(
             {
                 "variant": row["variant"],
-                "provider": f"{row['provider']} (used: {row['provider_used'] or '–'})",
+                "provider": f"{row['provider']} (used: {_fmt(row['provider_used'])})",
                 "batch": row["batch"],
                 "status": row["status"],
                 "size (MB)": _fmt(
@@ -159,10 +159,10 @@ def model_table(rows: pd.DataFrame) -> str:
                 "p90 (ms)": _fmt(row["p90_ms"], "{:.3f}"),
                 "vs PyTorch": _speedup(row),
                 "vs fp32": _fmt(row["speedup_vs_fp32"], "{:.2f}x"),
-                "wins vs PyTorch": row["wins_vs_torch"] or "–",
+                "wins vs PyTorch": _fmt(row["wins_vs_torch"]),
                 "accuracy": _fmt(row["accuracy"], "{:.4f}"),
                 "Δ accuracy": _fmt(row["accuracy_delta"], "{:+.4f}"),
-                "parity": row["parity_verdict"] or "–",
+                "parity": _fmt(row["parity_verdict"]),
                 "max abs err": _fmt(row["max_abs_err"], "{:.2e}"),
                 "min cosine": _fmt(row["cosine_min"], "{:.5f}"),
                 "top-1 agree": _fmt(row["top1_agreement"], "{:.3f}"),
