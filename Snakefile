@@ -20,7 +20,7 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/summary.csv",
         "results/report.md",
-    default_target: True

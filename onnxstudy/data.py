@@ -58,10 +58,10 @@ class Samples:
         with np.load(path, allow_pickle=False) as npz:
             return cls(
                 train_x=npz["train_x"],
-                train_y=npz["train_y"] if "train_y" in npz else None,
+                train_y=npz.get("train_y"),
                 calibration_x=npz["calibration_x"],
                 evaluation_x=npz["evaluation_x"],
-                evaluation_y=npz["evaluation_y"] if "evaluation_y" in npz else None,
+                evaluation_y=npz.get("evaluation_y"),
             )
 
 

@@ -110,10 +110,6 @@ def export_to_onnx(
     return record
 
 
-def write_reference_test_data(
-    model: nn.Module, example: np.ndarray, directory: str | Path
-) -> None:
+def write_reference_test_data(model: nn.Module, example: np.ndarray, directory: str | Path) -> None:
     """Write `test_data_set_0` beside the export: the example and PyTorch's output on it."""
-    write_test_data_set(
-        directory, {INPUT_NAME: example}, {OUTPUT_NAME: run_torch(model, example)}
-    )
+    write_test_data_set(directory, {INPUT_NAME: example}, {OUTPUT_NAME: run_torch(model, example)})

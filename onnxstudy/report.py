@@ -95,9 +95,7 @@ def build_summary(bench_csvs: list[str | Path], results_dir: str | Path) -> pd.D
     cell = ["model", "provider", "batch"]
     ok = summary[summary["status"] == "ok"]
     for baseline, column in (("torch", "speedup_vs_torch"), ("fp32", "speedup_vs_fp32")):
-        base = ok[ok["variant"] == baseline][[*cell, "p50_ms"]].rename(
-            columns={"p50_ms": "_base"}
-        )
+        base = ok[ok["variant"] == baseline][[*cell, "p50_ms"]].rename(columns={"p50_ms": "_base"})
         summary = summary.merge(base, on=cell, how="left")
         summary[column] = summary["_base"] / summary["p50_ms"]
         summary = summary.drop(columns="_base")
@@ -197,8 +195,9 @@ def render_report(summary: pd.DataFrame, config_text: str) -> str:
             parts += [f"Weights: {origin.iloc[0]}.", ""]
         parts.append(model_table(rows))
         for _, row in rows[rows["status"] != "ok"].iterrows():
-            parts.append(f"\n- {row['variant']} on {row['provider']}: {row['status']}: "
-                         f"{row['reason']}")
+            parts.append(
+                f"\n- {row['variant']} on {row['provider']}: {row['status']}: {row['reason']}"
+            )
         for _, row in rows[rows["parity_verdict"] == "fail"].iterrows():
             parts.append(f"\n- {row['variant']} parity failed: {row['parity_failures']}")
 

@@ -4,16 +4,16 @@ rule bench:
         unpack(bench_inputs),
     output:
         csv="results/{model}/bench/{variant}_{provider}_b{batch}.csv",
-    params:
-        warmup=config["benchmark"]["warmup"],
-        runs=config["benchmark"]["runs"],
     log:
         "logs/bench/{model}_{variant}_{provider}_b{batch}.log",
+    conda:
+        ENV
     threads: workflow.cores
     resources:
         mem_mb=3000,
         gpu=gpu_count,
-    conda:
-        ENV
+    params:
+        warmup=config["benchmark"]["warmup"],
+        runs=config["benchmark"]["runs"],
     script:
         "../scripts/bench.py"

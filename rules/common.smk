@@ -5,14 +5,16 @@ import sys
 import yaml
 from snakemake.utils import validate
 
-# The workflow and its jobs import the library from this checkout, installed or not.
+# The workflow and its jobs import the library from this checkout, installed or not; this
+# sets PYTHONPATH for the jobs rather than requiring the user to.
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        p for p in (workflow.basedir, os.getenv("PYTHONPATH")) if p
+    )
 )
 
 from onnxstudy.config import resolve_model
-
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -86,6 +88,10 @@ def evaluation_records():
             records.append(f"results/{model}/parity/{variant}.json")
             records.append(f"results/{model}/accuracy/{variant}.json")
     return records
+
+
+def results_dir(wildcards, output):
+    return os.path.dirname(output.summary)
 
 
 def config_as_yaml():

@@ -6,14 +6,14 @@ rule export:
         onnx="results/{model}/fp32.onnx",
         record="results/{model}/export.json",
         test_data=directory("results/{model}/test_data_set_0"),
-    params:
-        settings=model_settings("opset"),
     log:
         "logs/export/{model}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        ENV
+    params:
+        settings=model_settings("opset"),
     script:
         "../scripts/export.py"

@@ -6,13 +6,13 @@ rule evaluate:
     output:
         parity="results/{model}/parity/{onnx_variant}.json",
         accuracy="results/{model}/accuracy/{onnx_variant}.json",
-    params:
-        tolerance=parity_tolerance,
     log:
         "logs/evaluate/{model}_{onnx_variant}.log",
-    resources:
-        mem_mb=2000,
     conda:
         ENV
+    resources:
+        mem_mb=2000,
+    params:
+        tolerance=parity_tolerance,
     script:
         "../scripts/evaluate.py"

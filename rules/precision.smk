@@ -6,10 +6,10 @@ rule fp16:
         record="results/{model}/fp16.json",
     log:
         "logs/fp16/{model}.log",
-    resources:
-        mem_mb=2000,
     conda:
         ENV
+    resources:
+        mem_mb=2000,
     script:
         "../scripts/fp16.py"
 
@@ -21,13 +21,13 @@ rule int8:
     output:
         onnx="results/{model}/int8.onnx",
         record="results/{model}/int8.json",
-    params:
-        recipe=int8_recipe,
     log:
         "logs/int8/{model}.log",
-    resources:
-        mem_mb=3000,
     conda:
         ENV
+    resources:
+        mem_mb=3000,
+    params:
+        recipe=int8_recipe,
     script:
         "../scripts/int8.py"

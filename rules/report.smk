@@ -4,12 +4,12 @@ rule summarize:
         records=evaluation_records(),
     output:
         summary="results/summary.csv",
-    params:
-        results="results",
     log:
         "logs/summarize/summary.log",
     conda:
         ENV
+    params:
+        results=results_dir,
     script:
         "../scripts/summarize.py"
 
@@ -19,11 +19,11 @@ rule report:
         summary="results/summary.csv",
     output:
         report="results/report.md",
-    params:
-        config_text=config_as_yaml(),
     log:
         "logs/report/report.log",
     conda:
         ENV
+    params:
+        config_text=config_as_yaml(),
     script:
         "../scripts/report.py"

@@ -4,15 +4,15 @@ rule weights:
     output:
         weights="results/{model}/weights.pt",
         record="results/{model}/weights.json",
-    params:
-        settings=model_settings("kind", "target", "weights", "train", "seed"),
     log:
         "logs/weights/{model}.log",
+    conda:
+        ENV
     threads: 2
     resources:
         mem_mb=2000,
-    conda:
-        ENV
+    params:
+        settings=model_settings("kind", "target", "weights", "train", "seed"),
     script:
         "../scripts/weights.py"
 
@@ -26,10 +26,10 @@ rule reference:
         accuracy="results/{model}/accuracy/torch.json",
     log:
         "logs/reference/{model}.log",
+    conda:
+        ENV
     threads: 2
     resources:
         mem_mb=2000,
-    conda:
-        ENV
     script:
         "../scripts/reference.py"

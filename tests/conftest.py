@@ -32,7 +32,9 @@ def run_snakemake(workdir: Path, *args: str, config: Path = TINY_CONFIG, check=T
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
     if check and process.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{process.stdout[-4000:]}\n{process.stderr[-8000:]}")
+        raise AssertionError(
+            f"snakemake failed:\n{process.stdout[-4000:]}\n{process.stderr[-8000:]}"
+        )
     return process
 
 
