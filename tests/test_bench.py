@@ -10,6 +10,7 @@ import pytest
 from onnxstudy.bench import (
     LatencyStats,
     batch_of,
+    benchmark_cell,
     environment,
     measure_paired,
     ratio_of_medians_interval,
@@ -76,3 +77,26 @@ def test_a_gpu_provider_without_a_gpu_is_refused_not_faked(tmp_path, provider):
     with pytest.raises(ProviderUnavailable):
         open_session(tmp_path / "m.onnx", provider)
     assert open_session(tmp_path / "m.onnx", "cpu").provider_used == "cpu"
+
+
+def test_a_cuda_cell_on_a_host_without_cuda_comes_out_skipped(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has a GPU")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    torch.onnx.export(model, (torch.zeros(1, 4),), tmp_path / "m.onnx", dynamo=False)
+    inputs = np.ones((1, 4), dtype=np.float32)
+    cell = {"model": "m", "variant": "fp32", "provider": "cuda", "batch": 1}
+    row = benchmark_cell(cell, tmp_path / "m.onnx", model, inputs, warmup=1, runs=3, threads=1)
+    assert row["status"] == "skipped" and "CUDA" in row["reason"]
+    assert row["provider_used"] == "" and "p50_ms" not in row
+
+    torch_cell = {**cell, "variant": "torch"}
+    row = benchmark_cell(torch_cell, None, model, inputs, warmup=1, runs=3, threads=1)
+    assert row["status"] == "skipped" and "no CUDA device" in row["reason"]
+
+    cpu_cell = {**cell, "provider": "cpu"}
+    row = benchmark_cell(cpu_cell, tmp_path / "m.onnx", model, inputs, warmup=1, runs=4, threads=1)
+    assert row["status"] == "ok" and row["provider_used"] == "cpu"
+    assert row["wins_vs_torch"].endswith("/4") and row["p50_ms"] > 0
