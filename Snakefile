@@ -15,6 +15,7 @@ include: "rules/weights.smk"
 include: "rules/export.smk"
 include: "rules/precision.smk"
 include: "rules/fidelity.smk"
+include: "rules/text.smk"
 include: "rules/bench.smk"
 include: "rules/report.smk"
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxstudy.data import Inputs
 from onnxstudy.errors import ProviderUnavailable
 from onnxstudy.runtime import open_session
 
@@ -154,53 +155,80 @@ def environment(threads: int) -> dict[str, str | int]:
     return env
 
 
-def batch_of(samples: np.ndarray, batch: int) -> np.ndarray:
-    """The first `batch` samples, repeated when there are fewer."""
+def batch_of(samples: Inputs, batch: int) -> Inputs:
+    """The first `batch` samples, repeated when there are fewer; for a dict of named inputs,
+    the same rows of each."""
+    if isinstance(samples, dict):
+        return {name: batch_of(array, batch) for name, array in samples.items()}
     reps = -(-batch // len(samples))
     return np.ascontiguousarray(np.concatenate([samples] * reps)[:batch])
 
 
-def torch_runner(model, inputs: np.ndarray, provider: str) -> Callable[[], object]:
-    """A blocking call of `model` on `inputs` under inference mode, on CPU or CUDA."""
+def fixed_batch_conflict(session, inputs: dict[str, np.ndarray]) -> str:
+    """Why `inputs` cannot be fed to `session` as a batch, or an empty string: Model Zoo graphs
+    often fix axis 0 (to 1), and such a model cannot be timed at another batch size."""
+    for arg in session.get_inputs():
+        first = arg.shape[0] if arg.shape else None
+        given = inputs[arg.name].shape[0] if inputs[arg.name].ndim else None
+        if isinstance(first, int) and given is not None and first != given:
+            return f"input '{arg.name}' has a fixed batch axis of {first}; batch {given} cannot run"
+    return ""
+
+
+def torch_runner(model, inputs: Inputs, provider: str) -> Callable[[], object]:
+    """A blocking call of `model` on `inputs` under inference mode, on CPU or CUDA; a dict of
+    named inputs is passed as keyword arguments (Hugging Face encoders)."""
     import torch
 
     if provider == "cpu":
-        tensor = torch.from_numpy(inputs)
+        call = bound_call(model, inputs, "cpu")
 
         def run_cpu():
             with torch.inference_mode():
-                return model(tensor)
+                return call()
 
         return run_cpu
     if not torch.cuda.is_available():
         raise ProviderUnavailable("PyTorch sees no CUDA device on this host")
-    model = model.to("cuda")
-    tensor = torch.from_numpy(inputs).to("cuda")
+    call = bound_call(model.to("cuda"), inputs, "cuda")
 
     def run_cuda():
         with torch.inference_mode():
-            out = model(tensor)
+            out = call()
         torch.cuda.synchronize()
         return out
 
     return run_cuda
 
 
-def onnx_runner(path: str | Path, inputs: np.ndarray, provider: str, threads: int):
+def bound_call(model, inputs: Inputs, device: str) -> Callable[[], object]:
+    """`model` called on `inputs` copied to `device` once: one tensor, or keyword tensors."""
+    import torch
+
+    if isinstance(inputs, dict):
+        tensors = {name: torch.from_numpy(array).to(device) for name, array in inputs.items()}
+        return lambda: model(**tensors)
+    tensor = torch.from_numpy(inputs).to(device)
+    return lambda: model(tensor)
+
+
+def onnx_runner(path: str | Path, inputs: Inputs, provider: str, threads: int):
     """Open a session on `provider` and return (blocking call, opened session).
 
-    On GPU providers, IO binding keeps the input and outputs on the device, so host copies
+    `inputs` is one array (fed to the first graph input) or a dict of input name to array.
+    On GPU providers, IO binding keeps the inputs and outputs on the device, so host copies
     are not timed.
     """
     import onnxruntime as ort
 
     opened = open_session(path, provider, threads)
     session = opened.session
-    name = session.get_inputs()[0].name
+    feeds = opened.feeds(inputs)
     if provider == "cpu":
-        return (lambda: session.run(None, {name: inputs})), opened
+        return (lambda: session.run(None, feeds)), opened
     binding = session.io_binding()
-    binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(inputs, "cuda", 0))
+    for name, array in feeds.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
     for output in session.get_outputs():
         binding.bind_output(output.name, "cuda")
 
@@ -210,11 +238,18 @@ def onnx_runner(path: str | Path, inputs: np.ndarray, provider: str, threads: in
     return run_bound, opened
 
 
+def skipped(row: dict, reason: str, provider_used: str) -> dict:
+    """`row` marked `skipped` with `reason`, logged as a warning."""
+    row.update(status="skipped", reason=reason, provider_used=provider_used)
+    log.warning("%s %s b%s: skipped, %s", row["variant"], row["provider"], row["batch"], reason)
+    return row
+
+
 def benchmark_cell(
     cell: dict,
     onnx_path: str | Path | None,
     torch_model,
-    inputs: np.ndarray,
+    inputs: Inputs,
     warmup: int,
     runs: int,
     threads: int,
@@ -225,14 +260,14 @@ def benchmark_cell(
         cell: model, variant, provider and batch of the cell.
         onnx_path: The variant's file, or None for the PyTorch baseline (variant `torch`).
         torch_model: The PyTorch model, or None when there is none (zoo models).
-        inputs: The batch to time on.
+        inputs: The batch to time on: one array, or a dict of input name to array.
         warmup: Untimed calls before timing.
         runs: Timed calls (pairs, when paired with PyTorch).
         threads: Threads for ONNX Runtime's intra-op pool and for PyTorch.
 
     Returns:
         The row: status `ok` with the statistics, or `skipped` with the reason when the
-        provider cannot run here.
+        provider cannot run here or the model's fixed batch axis does not take the batch.
     """
     row: dict = {**cell, "status": "ok", "reason": "", "warmup": warmup}
     row.update(environment(threads))
@@ -251,9 +286,10 @@ def benchmark_cell(
             return row
         onnx_call, opened = onnx_runner(onnx_path, inputs, cell["provider"], threads)
     except ProviderUnavailable as reason:
-        row.update(status="skipped", reason=str(reason), provider_used="")
-        log.warning("%s: skipped, %s", cell, reason)
-        return row
+        return skipped(row, str(reason), "")
+    conflict = fixed_batch_conflict(opened.session, opened.feeds(inputs))
+    if conflict:
+        return skipped(row, conflict, opened.provider_used)
 
     row["provider_used"] = opened.provider_used
     row["session_create_ms"] = round(opened.create_ms, 2)

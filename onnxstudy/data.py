@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,34 +21,40 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 DIGITS_TEST_FRACTION = 0.2
 
 
+# One model input as an array, or several (Model Zoo models) as a dict of input name -> array.
+Inputs = np.ndarray | dict[str, np.ndarray]
+
+
 @dataclass
 class Samples:
-    """The samples of one model, all float32 with the batch axis first.
+    """The samples of one model, with the batch axis first.
+
+    Inputs are one float32 array for PyTorch models, and a dict of graph input name to array
+    for Model Zoo models (whose inputs have names, dtypes and counts of their own).
 
     Attributes:
-        train_x, train_y: Training set (builtin models) or images for BatchNorm statistics.
+        train_x, train_y: Training set (builtin models) or images for BatchNorm statistics;
+            None for Model Zoo models.
         calibration_x: Inputs int8 calibration reads.
-        evaluation_x: Inputs parity and accuracy run on.
+        evaluation_x: Inputs parity, accuracy and timing run on.
         evaluation_y: Ground-truth labels of evaluation_x, or None when there are none.
     """
 
-    train_x: np.ndarray
+    train_x: np.ndarray | None
     train_y: np.ndarray | None
-    calibration_x: np.ndarray
-    evaluation_x: np.ndarray
+    calibration_x: Inputs
+    evaluation_x: Inputs
     evaluation_y: np.ndarray | None
 
     def save(self, path: str | Path) -> None:
-        """Write the samples to an .npz file atomically."""
-        arrays = {
-            "train_x": self.train_x,
-            "calibration_x": self.calibration_x,
-            "evaluation_x": self.evaluation_x,
-        }
-        if self.train_y is not None:
-            arrays["train_y"] = self.train_y
-        if self.evaluation_y is not None:
-            arrays["evaluation_y"] = self.evaluation_y
+        """Write the samples to an .npz file atomically; a dict of inputs is stored as one
+        array per input, named `<field>.<input name>`."""
+        arrays = {}
+        for name, value in vars(self).items():
+            if isinstance(value, dict):
+                arrays.update({f"{name}.{key}": array for key, array in value.items()})
+            elif value is not None:
+                arrays[name] = value
         path = Path(path)
         tmp = path.with_name(path.name + ".partial.npz")
         np.savez_compressed(tmp, **arrays)
@@ -55,14 +62,16 @@ class Samples:
 
     @classmethod
     def load(cls, path: str | Path) -> Samples:
+        """Read samples written by `save` (never unpickles)."""
+        fields: dict[str, Any] = {name: None for name in cls.__dataclass_fields__}
         with np.load(path, allow_pickle=False) as npz:
-            return cls(
-                train_x=npz["train_x"],
-                train_y=npz.get("train_y"),
-                calibration_x=npz["calibration_x"],
-                evaluation_x=npz["evaluation_x"],
-                evaluation_y=npz.get("evaluation_y"),
-            )
+            for key in npz.files:
+                name, named, input_name = key.partition(".")
+                if named:
+                    fields[name] = {**(fields[name] or {}), input_name: npz[key]}
+                else:
+                    fields[name] = npz[key]
+        return cls(**fields)
 
 
 def digits_split(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

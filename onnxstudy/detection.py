@@ -4,7 +4,8 @@ A detector takes one image `[3, H, W]` with values in [0, 1] and returns boxes `
 (x1, y1, x2, y2 in pixels of that image), scores `[N]` and labels `[N]` (int64); masks and
 keypoints of Mask and Keypoint R-CNN are not exported. The ONNX file has dynamic height and
 width, so parity is checked at the export size and at other sizes: the graph resizes the
-image itself, and a size the example never showed can take another path.
+image itself, and a size the example never showed can take another path. Right after export,
+the file is also checked on other images at the export size (`export_and_verify_detector`).
 
 Untrained detection heads score every box alike, and tied scores make two correct runtimes
 keep different boxes; seeded weights therefore redraw the heads' last layers with a wide
@@ -22,19 +23,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from onnxstudy.config import DETECTION_CHECK_SIZES, DETECTION_INPUT_SHAPE, ModelSpec
+from onnxstudy.data import Samples
 from onnxstudy.errors import StudyError
-from onnxstudy.export import EXTERNAL_DATA_THRESHOLD_BYTES, ExportOptions, export_model
+from onnxstudy.export import ExportOptions, export_model
+from onnxstudy.onnxfile import EXTERNAL_DATA_THRESHOLD_BYTES
 from onnxstudy.runtime import open_session
 from onnxstudy.usermodel import check_state_fits
+from onnxstudy.zoo import write_test_data_set
 
 log = logging.getLogger(__name__)
 
 IMAGE_INPUT = "image"
 DETECTION_OUTPUTS = ("boxes", "scores", "labels")
 # Height, width of the export example; 320 is the short side the *_320_fpn models work at.
-EXPORT_SIZE = (320, 320)
+EXPORT_SIZE = tuple(DETECTION_INPUT_SHAPE[1:])
 # Other sizes parity runs at: non-square, no side a multiple of 32, smaller and larger.
-CHECK_SIZES = ((241, 305), (375, 500), (450, 613))
+CHECK_SIZES = DETECTION_CHECK_SIZES
 IOU_THRESHOLD = 0.99
 # Scores are probabilities; resizing in ONNX Runtime moves them by up to ~0.004 at other sizes.
 SCORE_ATOL = 0.01
@@ -45,6 +50,16 @@ _CLASSIFICATION_LAYERS = ("cls_logits", "cls_score", "classification_head")
 _REGRESSION_LAYERS = ("bbox_pred", "bbox_reg", "bbox_ctrness", "regression_head")
 # Sizes of the photos the BatchNorm statistics are re-estimated on (height, width).
 _STATISTICS_SIZES = ((240, 320), (320, 480), (427, 640))
+# The counts of `match_detections` that are summed over images.
+_CASE_COUNTS = (
+    "reference_boxes",
+    "candidate_boxes",
+    "matched",
+    "unmatched_reference",
+    "unmatched_candidate",
+    "unmatched_at_cutoff",
+    "label_mismatches",
+)
 
 
 class SingleImageDetector(nn.Module):
@@ -314,6 +329,133 @@ def export_detector(
     return record
 
 
+def detection_samples(export_size: tuple[int, int] = EXPORT_SIZE) -> Samples:
+    """A detector's samples: both sample photos at `export_size`, [2, 3, H, W] in [0, 1].
+
+    They are calibration and evaluation samples alike (there are no others); there is no
+    training set and no labels. The detector's benchmark times the first photo.
+    """
+    images = np.stack(photo_images(export_size))
+    return Samples(None, None, images, images, None)
+
+
+def image_variations(images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Images at the export size unlike the export example (the first photo), by description.
+
+    All stay in [0, 1], the range a detector's input is defined on: the other photo, the
+    example darker (x0.5, values in [0, 0.5]), inverted (1 - x) and mirrored left to right.
+    """
+    example, *others = images
+    variations = {f"photo {index + 2}": image for index, image in enumerate(others)}
+    variations.update(
+        {
+            "darker x0.5": example * 0.5,
+            "inverted 1-x": 1.0 - example,
+            "mirrored": example[:, :, ::-1],
+        }
+    )
+    return {
+        name: np.ascontiguousarray(image, dtype=np.float32) for name, image in variations.items()
+    }
+
+
+def check_detector_data_dependence(
+    model: SingleImageDetector,
+    onnx_path: str | Path,
+    export_size: tuple[int, int] = EXPORT_SIZE,
+    iou_threshold: float = IOU_THRESHOLD,
+    score_atol: float = SCORE_ATOL,
+) -> dict:
+    """Compare the exported detector with PyTorch on images unlike the export example.
+
+    The detector counterpart of export.check_data_dependence: a detector has no batch axis,
+    and its other sizes are checked by `compare_detections`, so the cases here are the
+    `image_variations` at the export size, each judged like a size of `compare_detections`.
+
+    Returns:
+        {"verdict": "diverges" | "consistent", "diverging_inputs": [descriptions],
+        "method": str, "cases": [{"inputs", "variation", "reference_boxes", "matched",
+        "unmatched_reference", "unmatched_candidate", "unmatched_at_cutoff", "verdict",
+        "reason"}]}
+    """
+    session = open_session(onnx_path, "cpu")
+    cases = []
+    for name, image in image_variations(photo_images(export_size)).items():
+        with torch.inference_mode():
+            reference = [t.numpy() for t in model(torch.from_numpy(image))]
+        match = match_detections(
+            reference, session.run({IMAGE_INPUT: image}), iou_threshold, score_atol
+        )
+        judged = _size_verdict(export_size, export_size, [match], score_atol)
+        cases.append(
+            {
+                "inputs": f"{name}, {export_size[0]}x{export_size[1]}",
+                "variation": name,
+                **{key: match[key] for key in _CASE_COUNTS},
+                "verdict": "consistent" if judged["verdict"] == "pass" else "diverges",
+                "reason": "; ".join(judged["failures"]),
+            }
+        )
+    diverging = [case["inputs"] for case in cases if case["verdict"] == "diverges"]
+    if diverging:
+        log.warning("the export diverges from PyTorch on: %s", "; ".join(diverging))
+    return {
+        "verdict": "diverges" if diverging else "consistent",
+        "diverging_inputs": diverging,
+        "method": f"detections matched by IoU >= {iou_threshold:g}, scores within {score_atol:g}",
+        "cases": cases,
+    }
+
+
+def export_and_verify_detector(
+    model: SingleImageDetector, spec: ModelSpec, out_path: str | Path, test_data_dir: str | Path
+) -> dict:
+    """Export a detector as `spec` says, check it on other images, write its test data set.
+
+    The export size is `spec.input_shape`'s height and width; exporter, opset and external
+    data threshold are the spec's. `test_data_dir` gets the example image and PyTorch's
+    boxes, scores and labels on it, in the Model Zoo layout.
+
+    Returns:
+        The record of `export_detector` plus data_dependence
+        (`check_detector_data_dependence`).
+
+    Raises:
+        StudyError: When the export fails (see export.export_model).
+    """
+    export_size = (int(spec.input_shape[-2]), int(spec.input_shape[-1]))
+    record = export_detector(
+        model,
+        out_path,
+        spec.name,
+        export_size,
+        spec.opset,
+        spec.exporter,
+        spec.external_data_threshold,
+    )
+    record["data_dependence"] = check_detector_data_dependence(model, out_path, export_size)
+    example = photo_images(export_size)[0]
+    with torch.inference_mode():
+        outputs = [t.numpy() for t in model(torch.from_numpy(example))]
+    write_test_data_set(
+        test_data_dir, {IMAGE_INPUT: example}, dict(zip(DETECTION_OUTPUTS, outputs, strict=True))
+    )
+    log.info(
+        "%s: export check on other images: %s", spec.name, record["data_dependence"]["verdict"]
+    )
+    return record
+
+
+def detection_accuracy(images: int) -> dict:
+    """The accuracy record of a detector: none, for want of annotated images."""
+    return {
+        "metric": "detection",
+        "accuracy": None,
+        "samples": images,
+        "reason": "no annotated images: detection accuracy (mAP) needs labelled boxes",
+    }
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection over union of every box of `a` [N, 4] with every box of `b` [M, 4]."""
     a = a.astype(np.float64)
@@ -412,7 +554,8 @@ def compare_detections(
 
     Returns:
         A JSON-able dict: kind `detection`, iou_threshold, score_atol, export_size, verdict
-        (`pass` when every size passes) and sizes: one entry per size with height, width,
+        (`pass` when every size passes), failures (`<H>x<W>: <sentence>` of every failing
+        size) and sizes: one entry per size with height, width,
         role (`export` or `other`), images, the summed counts of `match_detections`, the
         worst score error and IoU, verdict and failures (sentences).
     """
@@ -436,6 +579,9 @@ def compare_detections(
         "score_atol": score_atol,
         "export_size": list(export_size),
         "verdict": "fail" if failing else "pass",
+        "failures": [
+            f"{r['height']}x{r['width']}: {failure}" for r in results for failure in r["failures"]
+        ],
         "sizes": results,
     }
 
@@ -443,16 +589,7 @@ def compare_detections(
 def _size_verdict(
     size: tuple[int, int], export_size: tuple[int, int], per_image: list[dict], score_atol: float
 ) -> dict:
-    counts = (
-        "reference_boxes",
-        "candidate_boxes",
-        "matched",
-        "unmatched_reference",
-        "unmatched_candidate",
-        "unmatched_at_cutoff",
-        "label_mismatches",
-    )
-    summed = {key: sum(image[key] for image in per_image) for key in counts}
+    summed = {key: sum(image[key] for image in per_image) for key in _CASE_COUNTS}
     ious = [image["min_matched_iou"] for image in per_image if image["min_matched_iou"] is not None]
     worst_score = max(image["max_score_abs_err"] for image in per_image)
     failures = []

@@ -6,8 +6,8 @@ exporter's warnings, seconds and peak memory. A traced graph freezes every branc
 took on the export example's values, so `check_data_dependence` runs the file and PyTorch on
 inputs unlike that example (other batch sizes; negated, scaled and shifted values) and says
 `diverges` when they disagree. Weights above a size threshold (2 GB by default, below
-protobuf's limit) are written to one `<file>.data` beside the .onnx; `variant_size_bytes`
-counts both.
+protobuf's limit) are written to one `<file>.data` beside the .onnx (see onnxstudy.onnxfile).
+`export_and_verify` is the workflow's export: the file, the check and its test data set.
 """
 
 from __future__ import annotations
@@ -34,6 +34,12 @@ from torch import nn
 
 from onnxstudy.config import ModelSpec
 from onnxstudy.errors import StudyError
+from onnxstudy.onnxfile import (
+    EXTERNAL_DATA_THRESHOLD_BYTES,
+    publish_onnx,
+    variant_size_bytes,
+    write_onnx,
+)
 from onnxstudy.runtime import first_line, open_session
 from onnxstudy.zoo import write_test_data_set
 
@@ -43,9 +49,6 @@ EXPORTERS = ("torchscript", "dynamo")
 # onnxruntime-gpu 1.31 loads at most IR 13 and opset 26 (onnx 1.23 writes IR 14 by default).
 MAX_IR_VERSION = 13
 MAX_OPSET = 26
-# protobuf refuses messages of 2 GiB or more; the default leaves ~147 MB for the graph itself.
-PROTOBUF_LIMIT_BYTES = 2**31 - 1
-EXTERNAL_DATA_THRESHOLD_BYTES = 2_000_000_000
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 # Largest |onnx - torch| / max |torch| per output that still counts as the same computation.
@@ -177,7 +180,7 @@ def export_model(
             external = write_onnx(proto, staged, options.external_data_threshold)
             del proto
             check_onnx_file(staged, model_name)
-        _publish(staged, out_path)
+        publish_onnx(staged, out_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -449,82 +452,6 @@ def _default_opset(proto: onnx.ModelProto) -> int:
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def initializer_bytes(proto: onnx.ModelProto) -> int:
-    """Serialized bytes of the graph's initializers (weights), the part that can outgrow 2 GB."""
-    return sum(tensor.ByteSize() for tensor in proto.graph.initializer)
-
-
-def write_onnx(
-    proto: onnx.ModelProto,
-    path: str | Path,
-    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD_BYTES,
-) -> str | None:
-    """Write `proto` to `path`, with its weights in `<name>.data` beside it when they are big.
-
-    When the initializers exceed `external_data_threshold` bytes, every tensor of 1 KiB or
-    more goes to one file `<path name>.data` with a relative location, so the pair can be
-    moved together; the proto's tensors are left pointing at that file. An existing data file
-    of that name is replaced, not appended to. Not atomic: see `save_onnx`.
-
-    Returns:
-        The data file's name when external data was written, else None.
-    """
-    path = Path(path)
-    data = path.with_name(path.name + ".data")
-    data.unlink(missing_ok=True)
-    if initializer_bytes(proto) <= external_data_threshold:
-        onnx.save_model(proto, str(path))
-        return None
-    onnx.save_model(
-        proto,
-        str(path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=data.name,
-        size_threshold=1024,
-    )
-    # onnx creates the data file readable by its owner only; give it the .onnx file's mode.
-    data.chmod(path.stat().st_mode & 0o777)
-    return data.name
-
-
-def save_onnx(
-    proto: onnx.ModelProto,
-    out_path: str | Path,
-    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD_BYTES,
-) -> str | None:
-    """Write `proto` like `write_onnx`, atomically: staged beside `out_path`, then moved.
-
-    For the stages after export (fp16, int8): load a variant with `onnx.load(path)` (external
-    data is read with it) and save the result with this function.
-
-    Returns:
-        The external data file's name, or None.
-    """
-    out_path = Path(out_path)
-    staging = out_path.with_name(out_path.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        external = write_onnx(proto, staging / out_path.name, external_data_threshold)
-        _publish(staging / out_path.name, out_path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return external
-
-
-def _publish(staged: Path, out_path: Path) -> None:
-    """Move a staged .onnx and its .data (if any) to `out_path`; the .onnx goes last."""
-    staged_data = staged.with_name(staged.name + ".data")
-    out_data = out_path.with_name(out_path.name + ".data")
-    if staged_data.exists():
-        staged_data.replace(out_data)
-        staged.replace(out_path)
-    else:
-        staged.replace(out_path)
-        out_data.unlink(missing_ok=True)
-
-
 def check_onnx_file(path: str | Path, model_name: str, variant: str = "fp32") -> None:
     """Run onnx's full checker on the file (works with external data) and open it in ORT.
 
@@ -549,37 +476,6 @@ def check_onnx_file(path: str | Path, model_name: str, variant: str = "fp32") ->
             f"ONNX Runtime cannot load the exported file: {first_line(error)}",
             "try another `opset:` or `exporter:` for this model",
         ) from error
-
-
-def external_data_files(path: str | Path) -> list[Path]:
-    """The external data files the model at `path` refers to (existing or not), sorted."""
-    path = Path(path)
-    proto = onnx.load(str(path), load_external_data=False)
-    tensors = list(proto.graph.initializer)
-    tensors += [
-        attribute.t
-        for node in proto.graph.node
-        for attribute in node.attribute
-        if attribute.type == onnx.AttributeProto.TENSOR
-    ]
-    locations = {
-        entry.value
-        for tensor in tensors
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
-    return sorted(path.parent / location for location in locations)
-
-
-def variant_size_bytes(path: str | Path) -> int:
-    """Bytes on disk of a variant: the .onnx file plus every external data file it uses.
-
-    Raises:
-        FileNotFoundError: When the .onnx or one of its data files is missing.
-    """
-    path = Path(path)
-    return path.stat().st_size + sum(data.stat().st_size for data in external_data_files(path))
 
 
 def torch_outputs(model: nn.Module, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -753,3 +649,45 @@ def write_reference_test_data(model: nn.Module, example: np.ndarray, directory: 
     """Write `test_data_set_0` beside the export: the example and PyTorch's output on it."""
     output = torch_outputs(model, [example])[0].astype(np.float32)
     write_test_data_set(directory, {INPUT_NAME: example}, {OUTPUT_NAME: output})
+
+
+def export_and_verify(
+    model: nn.Module,
+    spec: ModelSpec,
+    evaluation: np.ndarray,
+    out_path: str | Path,
+    test_data_dir: str | Path,
+    example_batch: int = 2,
+) -> dict:
+    """Export a one-input model as `spec` says and check it on inputs unlike the example.
+
+    The export example is the first `example_batch` evaluation samples; exporter, opset and
+    external data threshold are the spec's. `check_data_dependence` then runs the file and
+    PyTorch on the evaluation samples at other batch sizes and value ranges, and
+    `test_data_dir` gets the example and PyTorch's output in the Model Zoo layout.
+
+    Returns:
+        The record of `export_to_onnx` plus data_dependence (`check_data_dependence`).
+
+    Raises:
+        StudyError: When the export or a check of the file fails.
+    """
+    example = evaluation[:example_batch]
+    record = export_to_onnx(
+        model,
+        example,
+        out_path,
+        spec,
+        exporter=spec.exporter,
+        external_data_threshold=spec.external_data_threshold,
+    )
+    record["data_dependence"] = check_data_dependence(model, out_path, evaluation, len(example))
+    write_reference_test_data(model, example, test_data_dir)
+    verdict = record["data_dependence"]
+    log.info(
+        "%s: export check on %d other inputs: %s",
+        spec.name,
+        len(verdict["cases"]),
+        verdict["verdict"],
+    )
+    return record

@@ -8,9 +8,11 @@ ProviderUnavailable instead of letting a CPU figure pass as a GPU one.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -18,6 +20,21 @@ import onnxruntime as ort
 from onnxstudy.errors import ProviderUnavailable
 
 log = logging.getLogger(__name__)
+
+# onnxruntime-gpu 1.31 loads models of IR version 13 at most (onnx 1.23 writes 14 by default).
+MAX_IR_VERSION = 13
+NOT_LOADABLE = "not_loadable"
+NOT_IMPLEMENTED = "not_implemented"
+RUN_FAILED = "run_failed"
+# Messages of failures that mean "no kernel for this operator or element type": the error types
+# differ (NOT_IMPLEMENTED status, FAIL on an unregistered op, RuntimeError in the Python binding).
+_MISSING_KERNEL_MESSAGES = (
+    "is not a registered function/op",
+    "can't be converted to MLDataType",
+)
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+# The C++ source location and function signature ONNX Runtime puts before its own message.
+_ORT_SOURCE = re.compile(r"/onnxruntime_src/\S+:\d+ (?:[^\s(]+ )?[^\s(]+\([^)]*\)\s*")
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -42,9 +59,21 @@ class OpenedSession:
     create_ms: float
     threads: int
 
-    def run(self, inputs: np.ndarray) -> list[np.ndarray]:
-        name = self.session.get_inputs()[0].name
-        return self.session.run(None, {name: inputs})
+    def feeds(self, inputs: np.ndarray | dict[str, Any]) -> dict[str, Any]:
+        """The session's feed: a dict of input name to value as is, or one array under the
+        name of the first input."""
+        if isinstance(inputs, dict):
+            return inputs
+        return {self.session.get_inputs()[0].name: inputs}
+
+    def run(self, inputs: np.ndarray | dict[str, Any]) -> list[Any]:
+        """Every output, in graph order, for one array (first input) or a dict of inputs."""
+        return self.session.run(None, self.feeds(inputs))
+
+    def run_named(self, inputs: np.ndarray | dict[str, Any]) -> dict[str, Any]:
+        """Like `run`, keyed by output name."""
+        names = [output.name for output in self.session.get_outputs()]
+        return dict(zip(names, self.run(inputs), strict=True))
 
 
 def short_provider(ort_name: str) -> str:
@@ -106,3 +135,30 @@ def run_onnx(path: str | Path, inputs: np.ndarray, batch_size: int = 32) -> np.n
         for start in range(0, len(inputs), batch_size)
     ]
     return np.concatenate(outputs).astype(np.float32)
+
+
+def classify_failure(error: Exception, stage: str) -> str:
+    """Name the kind of an ONNX Runtime failure, for reports that must not lump them together.
+
+    Args:
+        error: What session creation or `run` raised.
+        stage: `load` (session creation) or `run`.
+
+    Returns:
+        `not_implemented` when the runtime has no kernel for an operator or element type;
+        otherwise `not_loadable` for a `load` failure (IR version or opset too new, invalid
+        graph, failed initialisation) and `run_failed` for a `run` failure.
+    """
+    from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NoKernel
+
+    message = str(error)
+    if isinstance(error, NoKernel) or any(text in message for text in _MISSING_KERNEL_MESSAGES):
+        return NOT_IMPLEMENTED
+    return NOT_LOADABLE if stage == "load" else RUN_FAILED
+
+
+def first_line(error: Exception) -> str:
+    """The first line of an error message, without ONNX Runtime's `[ONNXRuntimeError] : N :`
+    prefix and C++ source locations, for one-line reasons in records and reports."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return _ORT_SOURCE.sub("", _ORT_PREFIX.sub("", lines[0]))

@@ -12,12 +12,17 @@ is the Spearman correlation of the cosine similarities of the shipped sentence p
 (onnxstudy/sentence_pairs.tsv) with the reference's, and with the relatedness the author gave
 each pair.
 
-The fp16 and int8 conversions here are a stopgap for this model family until precision.py's
-generic conversions take models with several named inputs.
+In the workflow, an `hf:` model's samples are the shipped sentences tokenized (one int64
+array per graph input), its fp16 and int8dyn variants come from precision.py like every other
+model's, and its int8dyn_block variant from `quantize_text_model_int8` here; the study
+functions at the end of this module (samples, weights, export, reference, evaluation,
+benchmark inputs) are what the rules call. `convert_text_model_to_fp16` is kept as a fallback
+for encoders precision.py's fp16 repair does not handle; on all-MiniLM-L6-v2 it is not needed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import inspect
 import logging
@@ -28,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +43,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from onnxstudy.bench import benchmark_cell
+from onnxstudy.data import Samples
 from onnxstudy.errors import StudyError
-from onnxstudy.export import MAX_IR_VERSION, MAX_OPSET
-from onnxstudy.fidelity import cosine_per_sample
+from onnxstudy.export import MAX_IR_VERSION, MAX_OPSET, peak_rss
+from onnxstudy.fidelity import compare_outputs, cosine_per_sample
 from onnxstudy.runtime import open_session
+from onnxstudy.zoo import write_test_data_set
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +74,15 @@ class TextModel:
     Attributes:
         name: Name of the model in the study (for messages).
         directory: The folder the model was loaded from.
-        model: The transformers model (AutoModel), in eval mode on the CPU.
+        model: The transformers model (AutoModel), in eval mode on the CPU; None when only
+            the tokenizer was loaded (load_text_tokenizer).
         tokenizer: The transformers tokenizer (AutoTokenizer).
         input_names: The inputs the model takes, in TEXT_INPUTS order.
     """
 
     name: str
     directory: Path
-    model: nn.Module
+    model: nn.Module | None
     tokenizer: Any
     input_names: tuple[str, ...]
 
@@ -146,41 +155,48 @@ def _has_weights(directory: Path) -> bool:
     return any((directory / name).is_file() for name in WEIGHT_FILES)
 
 
-def load_text_model(source: str, model_name: str) -> TextModel:
+def load_text_model(source: str, model_name: str, weights: str | Path | None = None) -> TextModel:
     """Load the encoder and tokenizer of `source` (`hf:<folder or package>`) offline.
+
+    Args:
+        source: `hf:<folder or package>` (see find_model_directory).
+        model_name: Name of the model in the study, for messages.
+        weights: A state dict (`torch.save`) to load over the folder's weights, such as the
+            study's weights.pt; None keeps the folder's. Defaults to None.
 
     Raises:
         StudyError: When the folder or package holds no model, transformers cannot load it,
-            or the model takes no attention_mask (mean pooling needs it).
+            `weights` do not fit it, or the model takes no attention_mask (mean pooling needs
+            it).
     """
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     target = source.removeprefix(HF_PREFIX)
     directory = find_model_directory(target, model_name)
     started = time.perf_counter()
+    tokenizer = _load_tokenizer(directory, target, model_name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         model = AutoModel.from_pretrained(directory, local_files_only=True).eval()
     except (OSError, ValueError) as error:
         raise StudyError(
             model_name,
             None,
             f"transformers cannot load the model in '{target}': {str(error).splitlines()[0]}",
-            "check that the folder also holds the tokenizer files (tokenizer.json or vocab.txt)",
+            "check that the folder holds config.json and the weights it names",
         ) from error
+    if weights is not None:
+        _load_state(model, weights, model_name)
 
     forward_parameters = inspect.signature(model.forward).parameters
     input_names = tuple(
-        name
-        for name in TEXT_INPUTS
-        if name in tokenizer.model_input_names and name in forward_parameters
+        name for name in _tokenizer_inputs(tokenizer, model_name) if name in forward_parameters
     )
     if "attention_mask" not in input_names:
         raise StudyError(
             model_name,
             None,
             f"{type(model).__name__} takes no attention_mask, which mean pooling needs",
-            "use a sentence encoder whose tokenizer returns an attention mask",
+            "use a sentence encoder that takes an attention mask",
         )
     log.info(
         "loaded %s from %s (%s, %.1f M parameters, inputs %s) in %.1f s",
@@ -192,6 +208,62 @@ def load_text_model(source: str, model_name: str) -> TextModel:
         time.perf_counter() - started,
     )
     return TextModel(model_name, directory, model, tokenizer, input_names)
+
+
+def load_text_tokenizer(source: str, model_name: str) -> TextModel:
+    """The tokenizer of `source` alone, for jobs that only run ONNX graphs (model is None).
+
+    Its input_names are those the tokenizer emits; `embed_with_onnx` feeds a graph the ones
+    it declares.
+
+    Raises:
+        StudyError: As load_text_model, for the folder and the tokenizer.
+    """
+    target = source.removeprefix(HF_PREFIX)
+    directory = find_model_directory(target, model_name)
+    tokenizer = _load_tokenizer(directory, target, model_name)
+    return TextModel(
+        model_name, directory, None, tokenizer, _tokenizer_inputs(tokenizer, model_name)
+    )
+
+
+def _load_tokenizer(directory: Path, target: str, model_name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise StudyError(
+            model_name,
+            None,
+            f"transformers cannot load the tokenizer in '{target}': {str(error).splitlines()[0]}",
+            "check that the folder also holds the tokenizer files (tokenizer.json or vocab.txt)",
+        ) from error
+
+
+def _tokenizer_inputs(tokenizer: Any, model_name: str) -> tuple[str, ...]:
+    names = tuple(name for name in TEXT_INPUTS if name in tokenizer.model_input_names)
+    if "attention_mask" not in names:
+        raise StudyError(
+            model_name,
+            None,
+            "the tokenizer returns no attention_mask, which mean pooling needs",
+            "use a sentence encoder whose tokenizer returns an attention mask",
+        )
+    return names
+
+
+def _load_state(model: nn.Module, weights: str | Path, model_name: str) -> None:
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise StudyError(
+            model_name,
+            None,
+            f"the weights in {weights} do not fit the model: {str(error).splitlines()[0]}",
+            "delete the study's weights.pt so that it is written again from the source",
+        ) from error
 
 
 def mean_pool(last_hidden_state: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -298,7 +370,8 @@ def export_text_model(text_model: TextModel, out_path: str | Path, opset: int = 
 
     Returns:
         The export record: exporter, opset, IR version, inputs, node count, op types, the
-        exporter's warnings, seconds, size in bytes and the min embedding cosine to PyTorch.
+        exporter's warnings (and its TracerWarnings), seconds, size in bytes, the min embedding
+        cosine to PyTorch at other shapes and that check per case (data_dependence).
 
     Raises:
         StudyError: When the opset is too new, the export fails, or the graph does not match
@@ -345,21 +418,26 @@ def export_text_model(text_model: TextModel, out_path: str | Path, opset: int = 
         proto.ir_version = MAX_IR_VERSION
         onnx.save(proto, str(tmp))
     onnx.checker.check_model(str(tmp), full_check=True)
-    cosine_min = _check_against_torch(text_model, tmp)
+    check = _check_other_shapes(text_model, tmp)
+    cosine_min = min(case["cosine_min"] for case in check["cases"])
     tmp.replace(out_path)
 
     ops = Counter(node.op_type for node in proto.graph.node)
+    messages = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
     record = {
         "exporter": "torchscript",
+        "opset_requested": opset,
         "opset": opset,
         "ir_version": proto.ir_version,
         "inputs": list(input_names),
         "nodes": len(proto.graph.node),
         "op_types": dict(sorted(ops.items())),
-        "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
+        "warnings": messages,
+        "trace_warnings": [text for text in messages if text.startswith("TracerWarning")],
         "seconds": round(seconds, 3),
         "size_bytes": out_path.stat().st_size,
         "check_cosine_min": cosine_min,
+        "data_dependence": check,
     }
     log.info(
         "exported %s: %d nodes, %.1f MB, %.2f s, min cosine to PyTorch %.6f",
@@ -391,25 +469,56 @@ def _eager_attention(model: nn.Module) -> Iterator[None]:
             model.set_attn_implementation(previous)
 
 
-def _check_against_torch(text_model: TextModel, path: Path) -> float:
-    """Min embedding cosine to PyTorch over batches of 3 and 1 sentences of other lengths."""
-    sentences = [*shipped_sentences()[-3:], "Okay."]
-    cosine_min = float(
-        cosine_per_sample(
-            embed_with_onnx(path, text_model, sentences, batch_size=3),
-            embed_with_torch(text_model, sentences, batch_size=3),
-        ).min()
-    )
-    if cosine_min < EXPORT_MIN_COSINE:
+def _check_other_shapes(text_model: TextModel, path: Path) -> dict:
+    """Compare the file's sentence embeddings with PyTorch's at other shapes than the example:
+    the last three shipped sentences as one batch, and a one-word sentence alone.
+
+    Returns:
+        The export check in the form of export.check_data_dependence: {"verdict":
+        "consistent", "diverging_inputs": [], "min_cosine_allowed", "cases": [{"inputs",
+        "variation", "batch", "cosine_min", "verdict"}]}.
+
+    Raises:
+        StudyError: When a case's min cosine is below EXPORT_MIN_COSINE; the file is deleted.
+    """
+    cases = []
+    for variation, sentences in (
+        ("other sentences and lengths", shipped_sentences()[-3:]),
+        ("a one-word sentence", ["Okay."]),
+    ):
+        tokens = text_model.tokenize(sentences)["attention_mask"].sum(axis=1)
+        cosine_min = float(
+            cosine_per_sample(
+                embed_with_onnx(path, text_model, sentences, batch_size=len(sentences)),
+                embed_with_torch(text_model, sentences, batch_size=len(sentences)),
+            ).min()
+        )
+        cases.append(
+            {
+                "inputs": f"{variation} ({tokens.min()}-{tokens.max()} tokens), batch "
+                f"{len(sentences)}",
+                "variation": variation,
+                "batch": len(sentences),
+                "cosine_min": cosine_min,
+                "verdict": "consistent" if cosine_min >= EXPORT_MIN_COSINE else "diverges",
+            }
+        )
+    diverging = [case for case in cases if case["verdict"] == "diverges"]
+    if diverging:
         path.unlink(missing_ok=True)
         raise StudyError(
             text_model.name,
             "fp32",
-            f"the exported graph departs from PyTorch at other batch sizes or lengths "
-            f"(min cosine {cosine_min:.5f} < {EXPORT_MIN_COSINE})",
+            f"the exported graph departs from PyTorch on {diverging[0]['inputs']} "
+            f"(min cosine {diverging[0]['cosine_min']:.5f} < {EXPORT_MIN_COSINE})",
             "report the model; its forward may branch on input shapes the tracer fixed",
         )
-    return cosine_min
+    return {
+        "verdict": "consistent",
+        "diverging_inputs": [],
+        "min_cosine_allowed": EXPORT_MIN_COSINE,
+        "cases": cases,
+    }
 
 
 def _save_loadable(model: onnx.ModelProto, path: Path) -> None:
@@ -485,9 +594,16 @@ def convert_text_model_to_fp16(src: str | Path, dst: str | Path, model_name: str
 
 
 def quantize_text_model_int8(
-    src: str | Path, dst: str | Path, model_name: str, recipe: str = "block"
+    src: str | Path,
+    dst: str | Path,
+    model_name: str,
+    recipe: str = "block",
+    variant: str = "int8dyn",
 ) -> dict:
-    """Dynamic int8: int8 weights, activations quantized to int8 at run time (a stopgap).
+    """Dynamic int8: int8 weights, activations quantized to int8 at run time.
+
+    The workflow builds `block` as variant int8dyn_block; its int8dyn variant is
+    precision.quantize_int8_dynamic, which matches `per_channel` here.
 
     Recipes (INT8_RECIPES):
         per_tensor: quantize_dynamic with one scale per weight tensor, onnxruntime's default.
@@ -506,6 +622,7 @@ def quantize_text_model_int8(
         dst: Where the int8 model goes.
         model_name: For messages.
         recipe: One of INT8_RECIPES. Defaults to `block`.
+        variant: The variant's name in messages. Defaults to `int8dyn`.
 
     Returns:
         A record: recipe, seconds, size in bytes and the count of each quantized op type.
@@ -519,7 +636,7 @@ def quantize_text_model_int8(
     if recipe not in INT8_RECIPES:
         raise StudyError(
             model_name,
-            "int8dyn",
+            variant,
             f"int8 recipe '{recipe}' is unknown",
             f"use one of {', '.join(INT8_RECIPES)}",
         )
@@ -554,7 +671,7 @@ def quantize_text_model_int8(
         except Exception as error:
             raise StudyError(
                 model_name,
-                "int8dyn",
+                variant,
                 f"int8 recipe '{recipe}' failed: {str(error).splitlines()[0]}",
                 f"try another int8 recipe ({', '.join(INT8_RECIPES)})",
             ) from error
@@ -625,15 +742,19 @@ class StudyEmbeddings:
     pair_similarity: np.ndarray
 
 
-def embed_study_set(embed: Callable[[list[str]], np.ndarray]) -> StudyEmbeddings:
-    """Embed the shipped sentences and pairs with `embed` (sentences -> unit embeddings).
+def embed_study_set(
+    embed: Callable[[list[str]], np.ndarray], sentences: Sequence[str] | None = None
+) -> StudyEmbeddings:
+    """Embed `sentences` (default: all shipped sentences) and every shipped pair with `embed`
+    (sentences -> unit embeddings).
 
     For example `embed_study_set(lambda s: embed_with_onnx(path, text_model, s))`.
     """
     pairs = shipped_pairs()
     first = embed([pair.first for pair in pairs])
     second = embed([pair.second for pair in pairs])
-    return StudyEmbeddings(embed(shipped_sentences()), (first * second).sum(axis=1))
+    sentences = shipped_sentences() if sentences is None else list(sentences)
+    return StudyEmbeddings(embed(sentences), (first * second).sum(axis=1))
 
 
 def spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
@@ -686,3 +807,244 @@ def compare_embeddings(variant: StudyEmbeddings, reference: StudyEmbeddings) -> 
         sentences=len(cosines),
         pairs=len(relatedness),
     )
+
+
+# ------------------------------------------------------------------- the workflow's text stages
+
+# The accuracy of a sentence encoder: Spearman correlation of its pair similarities with the
+# fp32 ONNX model's, on the shipped pairs.
+ACCURACY_METRIC = "spearman"
+EMBEDDING_MEASURE = "sentence embeddings: mean of last_hidden_state over the attention mask, L2"
+
+
+def study_sentences(count: int) -> list[str]:
+    """The first `count` shipped sentences (all of them when there are fewer)."""
+    return shipped_sentences()[:count]
+
+
+def calibration_sentences(count: int) -> list[str]:
+    """The first `count` distinct sentences of the shipped pairs (first, then second sentence
+    of each pair, in file order), leaving out any that is also a shipped sentence."""
+    evaluation = set(shipped_sentences())
+    found = dict.fromkeys(
+        sentence
+        for pair in shipped_pairs()
+        for sentence in (pair.first, pair.second)
+        if sentence not in evaluation
+    )
+    return list(found)[:count]
+
+
+def draw_text_samples(
+    text_model: TextModel, calibration_samples: int, evaluation_samples: int
+) -> Samples:
+    """The samples of a sentence encoder: sentences tokenized into one int64 array per input.
+
+    Evaluation takes the first `evaluation_samples` shipped sentences and calibration (int8,
+    and the fp16 check) the first `calibration_samples` sentences of the shipped pairs, each
+    set padded to its longest sentence. There are no labels and no training set.
+    """
+    evaluation = text_model.tokenize(study_sentences(evaluation_samples))
+    calibration = text_model.tokenize(calibration_sentences(calibration_samples))
+    log.info(
+        "sentences: %d for evaluation (%d tokens), %d for calibration (%d tokens)",
+        len(evaluation["input_ids"]),
+        evaluation["input_ids"].shape[1],
+        len(calibration["input_ids"]),
+        calibration["input_ids"].shape[1],
+    )
+    return Samples(None, None, calibration, evaluation, None)
+
+
+def pretrained_record(text_model: TextModel, source: str) -> dict:
+    """Where the encoder's weights came from: origin `pretrained`, the source, the weights
+    file's name and SHA-256, the parameter count and, for a package, its version."""
+    target = source.removeprefix(HF_PREFIX)
+    weights = next(text_model.directory / name for name in WEIGHT_FILES if _has(text_model, name))
+    digest = hashlib.sha256()
+    with weights.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    try:
+        version = metadata.version(target)
+    except (metadata.PackageNotFoundError, ValueError):
+        version = None
+    return {
+        "origin": "pretrained",
+        "source": source,
+        "package_version": version,
+        "weights_file": weights.name,
+        "weights_sha256": digest.hexdigest(),
+        "parameters": sum(p.numel() for p in text_model.model.parameters()),
+    }
+
+
+def _has(text_model: TextModel, filename: str) -> bool:
+    return (text_model.directory / filename).is_file()
+
+
+def export_and_verify_text(
+    text_model: TextModel, out_path: str | Path, test_data_dir: str | Path, opset: int = 17
+) -> dict:
+    """Export the encoder (`export_text_model`) and write its Model Zoo test data set.
+
+    `test_data_dir` gets the export example (two sentences, one padded) as one .pb per input
+    and PyTorch's last_hidden_state on it.
+
+    Returns:
+        The export record, with the process's peak memory during the export
+        (peak_rss_bytes, see export.peak_rss).
+
+    Raises:
+        StudyError: As export_text_model.
+    """
+    with peak_rss() as memory:
+        record = export_text_model(text_model, out_path, opset)
+    record.update(memory)
+    example = text_model.tokenize(EXPORT_EXAMPLE)
+    tensors = [torch.from_numpy(example[name]) for name in text_model.input_names]
+    with torch.inference_mode():
+        hidden = LastHiddenState(text_model.model, text_model.input_names)(*tensors).numpy()
+    write_test_data_set(
+        test_data_dir,
+        {name: example[name] for name in text_model.input_names},
+        {OUTPUT_NAME: hidden.astype(np.float32)},
+    )
+    return record
+
+
+def embed_reference(
+    text_model: TextModel, fp32_path: str | Path, sentences: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """What every variant is compared with: PyTorch's embeddings of `sentences` and pair
+    similarities, and the fp32 ONNX model's pair similarities (the accuracy baseline).
+
+    Returns:
+        {"sentences": [n, hidden], "pair_similarity": [pairs], "fp32_pair_similarity":
+        [pairs]}, float64.
+    """
+    reference = embed_study_set(lambda batch: embed_with_torch(text_model, batch), sentences)
+    fp32 = embed_study_set(lambda batch: embed_with_onnx(fp32_path, text_model, batch), sentences)
+    return {
+        "sentences": reference.sentences,
+        "pair_similarity": reference.pair_similarity,
+        "fp32_pair_similarity": fp32.pair_similarity,
+    }
+
+
+def save_reference(arrays: dict[str, np.ndarray], path: str | Path) -> None:
+    """Write `arrays` to the .npz file `path` atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_reference(path: str | Path) -> dict[str, np.ndarray]:
+    """Read what save_reference wrote (never unpickles)."""
+    with np.load(path, allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def pair_accuracy(pair_similarity: np.ndarray, fp32_pair_similarity: np.ndarray) -> dict:
+    """The accuracy record of a sentence encoder's variant (or of PyTorch).
+
+    Returns:
+        {"metric": "spearman", "accuracy": Spearman correlation of `pair_similarity` with the
+        fp32 model's over the shipped pairs (1.0 for fp32 itself), "against", "samples" (pairs),
+        "relatedness_spearman": the same against the relatedness the author gave each pair,
+        "reason": ""}.
+    """
+    relatedness = [pair.relatedness for pair in shipped_pairs()]
+    return {
+        "metric": ACCURACY_METRIC,
+        "accuracy": spearman(pair_similarity, fp32_pair_similarity),
+        "against": "the fp32 ONNX model's pair similarities",
+        "samples": len(relatedness),
+        "relatedness_spearman": spearman(pair_similarity, relatedness),
+        "reason": "",
+    }
+
+
+def evaluate_text_variant(
+    onnx_path: str | Path,
+    text_model: TextModel,
+    reference: dict[str, np.ndarray],
+    tolerance: dict[str, float],
+) -> tuple[dict, dict]:
+    """Parity and accuracy of one variant of a sentence encoder, on ONNX Runtime's CPU.
+
+    Parity compares the variant's embeddings of the reference's sentences (the first ones of
+    the shipped file) with PyTorch's under `tolerance` (fidelity.compare_outputs on unit
+    vectors; min_top1_agreement has no meaning for embeddings and is not applied).
+
+    Returns:
+        (parity record: compare_outputs' figures with top1_agreement None, cosine_mean and
+        the worst sentence; accuracy record: see pair_accuracy).
+    """
+    sentences = study_sentences(len(reference["sentences"]))
+    embedded = embed_study_set(
+        lambda batch: embed_with_onnx(onnx_path, text_model, batch), sentences
+    )
+    applied = {key: value for key, value in tolerance.items() if key != "min_top1_agreement"}
+    parity = compare_outputs(embedded.sentences, reference["sentences"], applied)
+    cosines = cosine_per_sample(embedded.sentences, reference["sentences"])
+    record = {
+        "reference": "pytorch",
+        "method": "ort-cpu",
+        "measure": EMBEDDING_MEASURE,
+        **parity.to_dict(),
+        "top1_agreement": None,
+        "cosine_mean": float(cosines.mean()),
+        "worst_sentence": sentences[int(cosines.argmin())],
+    }
+    accuracy = pair_accuracy(embedded.pair_similarity, reference["fp32_pair_similarity"])
+    return record, accuracy
+
+
+def benchmark_inputs(text_model: TextModel, batch: int, length: int) -> dict[str, np.ndarray]:
+    """`batch` different passages of the shipped sentences, each exactly `length` tokens with
+    no padding: passage i is the shipped text starting at sentence i, cut at `length`.
+
+    Raises:
+        ValueError: When the tokenized passages are not `length` tokens long (the shipped text
+            holds about 1,100 tokens; a model's limit is usually 512).
+    """
+    sentences = shipped_sentences()
+    texts = [" ".join(sentences[index:] + sentences[:index]) for index in range(batch)]
+    inputs = text_model.tokenize(texts, max_length=length)
+    if inputs["input_ids"].shape != (batch, length) or not inputs["attention_mask"].all():
+        raise ValueError(
+            f"passages of {length} tokens came out as {inputs['input_ids'].shape[1]} tokens"
+        )
+    return inputs
+
+
+def benchmark_text_cells(
+    cell: dict,
+    onnx_path: str | Path | None,
+    text_model: TextModel,
+    sequence_lengths: Sequence[int],
+    warmup: int,
+    runs: int,
+    threads: int,
+) -> list[dict]:
+    """Time one cell of a sentence encoder at each of `sequence_lengths` (tokens).
+
+    Each length is a row of bench.benchmark_cell with column `seq_len`, timed on
+    `benchmark_inputs` and, for an ONNX variant, paired with PyTorch on the same inputs.
+    PyTorch's call also computes the pooler output the ONNX graph leaves out (one
+    hidden x hidden layer per sentence, well under 1% of the work).
+    """
+    return [
+        benchmark_cell(
+            {**cell, "seq_len": length},
+            onnx_path,
+            text_model.model,
+            benchmark_inputs(text_model, cell["batch"], length),
+            warmup,
+            runs,
+            threads,
+        )
+        for length in sequence_lengths
+    ]

@@ -11,9 +11,11 @@ rule bench:
     threads: workflow.cores
     resources:
         mem_mb=3000,
+        runtime=30,
         gpu=gpu_count,
     params:
-        warmup=config["benchmark"]["warmup"],
-        runs=config["benchmark"]["runs"],
+        warmup=bench_setting("warmup"),
+        runs=bench_setting("runs"),
+        sequence_lengths=sequence_lengths,
     script:
         "../scripts/bench.py"

@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import sys
@@ -14,12 +15,31 @@ os.environ.update(
     )
 )
 
-from onnxstudy.config import resolve_model
+from onnxstudy.config import (
+    DEFAULT_SEQUENCE_LENGTHS,
+    ONNX_VARIANT_PATTERN,
+    STATIC_INT8_PATTERN,
+    VARIANT_PATTERN,
+    resolve_model,
+)
+from onnxstudy.zoo import find_zoo_model, source_path
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 MODELS = sorted(config["models"])
 SPECS = {name: resolve_model(config, name) for name in MODELS}
+ZOO_MODELS = [name for name in MODELS if SPECS[name].kind == "onnx"]
+TORCH_MODELS = [name for name in MODELS if name not in ZOO_MODELS]
+# torchvision detectors: one image in, boxes out; exported and checked per image size.
+DETECTION_MODELS = [name for name in MODELS if SPECS[name].task == "detection"]
+# hf: sentence encoders: compared as sentence embeddings, timed per sequence length.
+TEXT_MODELS = [name for name in MODELS if SPECS[name].task == "embedding"]
+# PyTorch models whose outputs are compared element by element with a reference.
+TENSOR_MODELS = [
+    name
+    for name in TORCH_MODELS
+    if name not in DETECTION_MODELS and name not in TEXT_MODELS
+]
 PROVIDERS = config["benchmark"]["providers"]
 BATCHES = config["benchmark"]["batch_sizes"]
 GPU_PROVIDERS = ("cuda", "tensorrt")
@@ -28,10 +48,21 @@ ENV = "../envs/study.yaml"
 
 wildcard_constraints:
     model="|".join(re.escape(m) for m in MODELS),
-    variant="torch|fp32|fp16|int8",
-    onnx_variant="fp32|fp16|int8",
+    variant=VARIANT_PATTERN,
+    onnx_variant=ONNX_VARIANT_PATTERN,
+    int8_variant=STATIC_INT8_PATTERN,
     provider="cpu|cuda|tensorrt",
     batch=r"\d+",
+
+
+def canonical(value):
+    """`value` with the keys of every mapping in it sorted. Snakemake compares params by their
+    repr, so the order in which config.yaml lists keys must not re-run anything."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list | tuple):
+        return type(value)(canonical(item) for item in value)
+    return value
 
 
 def model_settings(*fields):
@@ -40,24 +71,92 @@ def model_settings(*fields):
 
     def settings(wildcards):
         spec = SPECS[wildcards.model]
-        return {field: getattr(spec, field) for field in fields}
+        return {field: canonical(getattr(spec, field)) for field in fields}
 
     return settings
 
 
 def parity_tolerance(wildcards):
-    return SPECS[wildcards.model].tolerances.get(wildcards.onnx_variant, {})
+    return canonical(SPECS[wildcards.model].tolerance(wildcards.onnx_variant))
 
 
 def int8_recipe(wildcards):
-    return SPECS[wildcards.model].int8
+    return canonical(SPECS[wildcards.model].int8_recipe(wildcards.int8_variant))
+
+
+def fp16_tolerance(wildcards):
+    """The fp16 parity criteria the fp16 conversion is checked, and repaired, against."""
+    return canonical(SPECS[wildcards.model].tolerance("fp16"))
+
+
+def true_fp16_samples(wildcards):
+    """Samples an fp16 evaluation runs with true fp16 arithmetic (None: the library's
+    default); 0 for the other variants."""
+    if wildcards.onnx_variant != "fp16":
+        return 0
+    return SPECS[wildcards.model].fp16.get("reference_samples")
+
+
+def dynamic_int8_built(model):
+    """Whether the int8dyn variant of `model` is built. Its plan, a checkpoint, decides from
+    the fp32 graph, so the answer exists only once the plan has run."""
+    plan = checkpoints.int8dyn_plan.get(model=model).output.plan
+    with open(plan) as stream:
+        return json.load(stream)["build"]
+
+
+def is_skipped(model, variant):
+    return variant == "int8dyn" and not dynamic_int8_built(model)
+
+
+def model_pattern(models):
+    """A wildcard constraint that matches exactly `models`, and nothing when there are none."""
+    return "|".join(re.escape(m) for m in models) or "(?!)"
+
+
+def locate_zoo_model(name):
+    """The model file and tests of the `onnx:` model `name`; a missing or unusable path stops
+    the run at start, naming the model."""
+    try:
+        return find_zoo_model(source_path(SPECS[name].target, workflow.basedir))
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"model '{name}': source {SPECS[name].source}: {error}"
+        ) from error
+
+
+ZOO = {name: locate_zoo_model(name) for name in ZOO_MODELS}
+
+
+def zoo_inputs(wildcards):
+    """The model file and every test data file of a zoo model, so editing one re-runs."""
+    zoo = ZOO[wildcards.model]
+    return {"model": str(zoo.model), "tests": [str(p) for p in zoo.test_data_files()]}
+
+
+def torch_baseline(model):
+    """("torch",) for models with a PyTorch form; () for zoo models, which have none."""
+    return () if model in ZOO_MODELS else ("torch",)
+
+
+def zoo_parity_records():
+    """An input function (see bench_cells): the parity record of each zoo model's variant."""
+
+    def records(wildcards):
+        return [
+            f"results/{model}/parity/{variant}.json"
+            for model in ZOO_MODELS
+            for variant in SPECS[model].variants
+            if not is_skipped(model, variant)
+        ]
+
+    return records
 
 
 def bench_inputs(wildcards):
-    inputs = {
-        "samples": f"results/{wildcards.model}/samples.npz",
-        "weights": f"results/{wildcards.model}/weights.pt",
-    }
+    inputs = {"samples": f"results/{wildcards.model}/samples.npz"}
+    if wildcards.model in TORCH_MODELS:
+        inputs["weights"] = f"results/{wildcards.model}/weights.pt"
     if wildcards.variant != "torch":
         inputs["onnx"] = f"results/{wildcards.model}/{wildcards.variant}.onnx"
     return inputs
@@ -68,25 +167,81 @@ def gpu_count(wildcards):
 
 
 def bench_cells():
-    """Every benchmark CSV of the study: PyTorch and each variant, per provider and batch."""
-    return [
-        f"results/{model}/bench/{variant}_{provider}_b{batch}.csv"
-        for model in MODELS
-        for variant in ("torch", *SPECS[model].variants)
-        for provider in PROVIDERS
-        for batch in BATCHES
-    ]
+    """An input function listing every benchmark CSV of the study: PyTorch and each variant,
+    per provider and batch. A skipped int8dyn cell has a one-row CSV of its own, with the
+    reason, so it reaches the summary as a `skipped` row. It is a function, not a list:
+    which int8dyn cells are skipped is known only once their plan checkpoint has run."""
+
+    def cells(wildcards):
+        return [
+            (
+                f"results/{model}/skipped/{variant}_{provider}_b{batch}.csv"
+                if is_skipped(model, variant)
+                else f"results/{model}/bench/{variant}_{provider}_b{batch}.csv"
+            )
+            for model in MODELS
+            for variant in (*torch_baseline(model), *SPECS[model].variants)
+            for provider in PROVIDERS
+            for batch in model_batches(model)
+        ]
+
+    return cells
+
+
+def model_batches(model):
+    """The batch sizes `model` is timed at: a detector takes one image (batch 1 only); a
+    model's own `benchmark: {batch_sizes: ...}`, else the study's."""
+    if model in DETECTION_MODELS:
+        return [1]
+    return SPECS[model].benchmark.get("batch_sizes", BATCHES)
+
+
+def sequence_lengths(wildcards):
+    """Params of the bench rule: the tokens per input a sentence encoder is timed at
+    (`benchmark: {sequence_lengths}`, else DEFAULT_SEQUENCE_LENGTHS); [] for others."""
+    if wildcards.model not in TEXT_MODELS:
+        return []
+    lengths = SPECS[wildcards.model].benchmark.get("sequence_lengths")
+    return list(lengths or DEFAULT_SEQUENCE_LENGTHS)
+
+
+def bench_setting(name):
+    """Params of the bench rule: the model's own `benchmark:` warmup or runs, else the
+    study's."""
+
+    def setting(wildcards):
+        return SPECS[wildcards.model].benchmark.get(name, config["benchmark"][name])
+
+    return setting
+
+
+def python_source_file(wildcards):
+    """The file of a `python:` model (so editing it re-runs its jobs); none for others."""
+    spec = SPECS[wildcards.model]
+    return [spec.target.rpartition(":")[0]] if spec.kind == "python" else []
 
 
 def evaluation_records():
-    records = []
-    for model in MODELS:
-        records.append(f"results/{model}/accuracy/torch.json")
-        records.append(f"results/{model}/weights.json")
-        for variant in SPECS[model].variants:
-            records.append(f"results/{model}/{variant}.onnx")
-            records.append(f"results/{model}/parity/{variant}.json")
-            records.append(f"results/{model}/accuracy/{variant}.json")
+    """An input function listing each variant's file, parity and accuracy records (for a
+    skipped int8dyn: its plan), and the PyTorch baseline's; see bench_cells."""
+
+    def records(wildcards):
+        found = []
+        for model in MODELS:
+            found.append(f"results/{model}/export.json")
+            if torch_baseline(model):
+                found.append(f"results/{model}/weights.json")
+            if torch_baseline(model) and model not in DETECTION_MODELS:
+                found.append(f"results/{model}/accuracy/torch.json")
+            for variant in SPECS[model].variants:
+                if is_skipped(model, variant):
+                    found.append(f"results/{model}/{variant}_plan.json")
+                    continue
+                found.append(f"results/{model}/{variant}.onnx")
+                found.append(f"results/{model}/parity/{variant}.json")
+                found.append(f"results/{model}/accuracy/{variant}.json")
+        return found
+
     return records
 
 

@@ -1,6 +1,7 @@
 rule weights:
     input:
         samples="results/{model}/samples.npz",
+        code=python_source_file,
     output:
         weights="results/{model}/weights.pt",
         record="results/{model}/weights.json",
@@ -11,6 +12,7 @@ rule weights:
     threads: 2
     resources:
         mem_mb=2000,
+        runtime=30,
     params:
         settings=model_settings("kind", "target", "weights", "train", "seed"),
     script:
@@ -26,10 +28,13 @@ rule reference:
         accuracy="results/{model}/accuracy/torch.json",
     log:
         "logs/reference/{model}.log",
+    wildcard_constraints:
+        model=model_pattern(TENSOR_MODELS),
     conda:
         ENV
     threads: 2
     resources:
         mem_mb=2000,
+        runtime=15,
     script:
         "../scripts/reference.py"

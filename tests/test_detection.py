@@ -13,7 +13,9 @@ from onnxstudy.detection import (
     CHECK_SIZES,
     EXPORT_SIZE,
     build_detector,
+    check_detector_data_dependence,
     compare_detections,
+    detection_samples,
     export_detector,
     freeze_batchnorm,
     load_detector,
@@ -97,6 +99,7 @@ def test_detections_match_at_the_export_size_and_three_others(prepared, exported
     odd = result["sizes"][4]
     assert odd["verdict"] == "fail" and odd["unmatched_reference"] > 100
     assert result["verdict"] == "fail"
+    assert result["failures"] and all(f.startswith("200x200: ") for f in result["failures"])
     assert json.loads(json.dumps(result)) == result
 
 
@@ -144,3 +147,26 @@ def test_any_torchvision_detector_is_built_by_name():
     assert freeze_batchnorm(model) == 53
     with pytest.raises(StudyError, match="use one of: .*fasterrcnn_resnet50_fpn"):
         build_detector("fasterrcnn_resnet18", 0, "bad")
+
+
+def test_the_export_agrees_with_pytorch_on_other_images_at_the_export_size(prepared, exported):
+    path, _ = exported
+    result = check_detector_data_dependence(prepared[0], path)
+    assert result["verdict"] == "consistent" and result["diverging_inputs"] == []
+    assert [case["inputs"] for case in result["cases"]] == [
+        "photo 2, 320x320",
+        "darker x0.5, 320x320",
+        "inverted 1-x, 320x320",
+        "mirrored, 320x320",
+    ]
+    for case in result["cases"]:
+        assert case["reference_boxes"] == case["matched"] == 100, case
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_detector_samples_are_the_photos_whole_in_the_unit_range():
+    samples = detection_samples((241, 305))
+    assert samples.evaluation_x.shape == (2, 3, 241, 305)
+    assert samples.evaluation_x.dtype == np.float32
+    assert 0.0 <= samples.evaluation_x.min() < 0.05 and 0.95 < samples.evaluation_x.max() <= 1.0
+    assert samples.train_x is None and samples.evaluation_y is None

