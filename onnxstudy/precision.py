@@ -184,9 +184,12 @@ def pre_process(src: str | Path, scratch: Path) -> tuple[Path, str]:
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = scratch / "prepared.onnx"
+    prepared = Path(scratch).resolve() / "prepared.onnx"
     try:
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
+        # On failure onnxruntime's shape inference dumps a debug model (~size of the model)
+        # into the working directory: keep it in the scratch folder instead.
+        with contextlib.chdir(prepared.parent):
+            quant_pre_process(str(Path(src).resolve()), str(prepared), skip_symbolic_shape=False)
         return prepared, ""
     except Exception as error:  # shape inference fails on some graphs; quantizing still works
         note = f"quant_pre_process failed ({first_line(error)}); quantized without it"

@@ -142,6 +142,7 @@ def build_summary(bench_csvs: list[str | Path], results_dir: str | Path) -> pd.D
     summary = summary.merge(fp32_accuracy, left_on="model", right_index=True, how="left")
     summary["accuracy_delta"] = summary["accuracy"] - summary["_acc"]
     summary = summary.drop(columns="_acc")
+    summary["seq_len"] = summary["seq_len"].astype("Float64").astype("Int64")
 
     for column in CONTRACT_COLUMNS + EXTRA_COLUMNS:
         if column not in summary:
@@ -539,11 +540,14 @@ def render_report(
         parts += export_notes(exports.get(model, {}))
         if model in detections:
             parts += detection_section(detections[model])
-        for _, row in rows[rows["status"] != "ok"].iterrows():
+        # One line per variant, provider and reason, however many batch sizes and lengths.
+        not_ok = rows[rows["status"] != "ok"].drop_duplicates(["variant", "provider", "reason"])
+        for _, row in not_ok.iterrows():
             parts.append(
                 f"\n- {row['variant']} on {row['provider']}: {row['status']}: {row['reason']}"
             )
-        for _, row in rows[rows["parity_verdict"] == "fail"].iterrows():
+        failed = rows[rows["parity_verdict"] == "fail"].drop_duplicates("variant")
+        for _, row in failed.iterrows():
             parts.append(f"\n- {row['variant']} parity failed: {row['parity_failures']}")
         parts += precision_notes(rows)
         parts += trade_off_section(rows, budgets.get(model, default_budget))

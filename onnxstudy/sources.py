@@ -40,7 +40,12 @@ from onnxstudy.runtime import (
     first_line,
     open_session,
 )
-from onnxstudy.text import draw_text_samples, load_text_model, pretrained_record
+from onnxstudy.text import (
+    draw_text_samples,
+    load_text_model,
+    load_text_tokenizer,
+    pretrained_record,
+)
 from onnxstudy.usermodel import build_user_model, example_input, load_user_model
 from onnxstudy.zoo import GraphSignature, find_zoo_model, read_tests, stack_inputs
 
@@ -150,8 +155,8 @@ def draw_samples(spec: ModelSpec) -> Samples:
     if spec.task == "detection":
         return detection_samples(tuple(spec.input_shape[-2:]))
     if spec.kind == "hf":
-        text_model = load_text_model(spec.source, spec.name)
-        return draw_text_samples(text_model, spec.calibration_samples, spec.evaluation_samples)
+        tokenizer = load_text_tokenizer(spec.source, spec.name)
+        return draw_text_samples(tokenizer, spec.calibration_samples, spec.evaluation_samples)
     if spec.dataset == "random":
         log.warning("%s: no dataset configured; parity runs on seeded stand-in inputs", spec.name)
         return Samples(
