@@ -73,24 +73,35 @@ def measure_latency(fn: Callable[[], object], warmup: int, runs: int) -> list[fl
 
 
 def measure_paired(
-    first: Callable[[], object], second: Callable[[], object], warmup: int, runs: int
+    first: Callable[[], object],
+    second: Callable[[], object],
+    warmup: int,
+    runs: int,
+    settle_s: float = 0.002,
 ) -> tuple[list[float], list[float]]:
     """Alternate `first` and `second`, call by call, after warm-up of both.
 
     The order inside each pair flips every run, so neither side always runs on a cache
-    the other has just warmed.
+    the other has just warmed. Before each timed call the harness sleeps `settle_s` seconds
+    (untimed; defaults to 2 ms), long enough for PyTorch's OpenMP threads, which spin for a
+    while after a call, to go idle instead of taking cores from the other side's call.
     """
     for _ in range(warmup):
         first()
         second()
+
+    def settled(fn: Callable[[], object]) -> float:
+        time.sleep(settle_s)
+        return time_call(fn)
+
     times_first, times_second = [], []
     for index in range(runs):
         if index % 2 == 0:
-            times_first.append(time_call(first))
-            times_second.append(time_call(second))
+            times_first.append(settled(first))
+            times_second.append(settled(second))
         else:
-            times_second.append(time_call(second))
-            times_first.append(time_call(first))
+            times_second.append(settled(second))
+            times_first.append(settled(first))
     return times_first, times_second
 
 

@@ -2,13 +2,6 @@
 except those of Model Zoo models, which have no PyTorch form. A sentence encoder's cell is
 timed at each sequence length, one row per length (column seq_len)."""
 
-import os
-
-# PyTorch's idle OpenMP threads sleep instead of spinning, as ONNX Runtime's do here (see
-# runtime.session_options). With spinning threads on a 2-core host where another process ran,
-# PyTorch took 400 ms per all-MiniLM-L6-v2 call against 7.4 ms. Set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import pandas as pd
 
 from onnxstudy.bench import batch_of, benchmark_cell
