@@ -19,7 +19,8 @@ def job_log(log_path: str | Path) -> Iterator[logging.Logger]:
     """Send logging and stderr to the job's log; on failure, say why on the terminal too.
 
     A StudyError's sentence (model, variant, cause, cure) goes to the original stderr as well,
-    so the person running the study sees it without opening the log.
+    so the person running the study sees it without opening the log; any other exception is
+    logged with its traceback before it propagates.
     """
     terminal = sys.stderr
     with open(log_path, "w", buffering=1) as stream:
@@ -32,6 +33,10 @@ def job_log(log_path: str | Path) -> Iterator[logging.Logger]:
         except StudyError as error:
             logger.error("%s", error)
             print(f"onnxstudy error: {error}", file=terminal)
+            raise
+        except Exception:
+            # An unexpected failure: its traceback belongs in the job's log, not only on stderr.
+            logger.exception("the job failed")
             raise
         finally:
             sys.stderr = terminal
