@@ -19,6 +19,14 @@ from onnxstudy.zoo import DEFAULT_TOLERANCE, PASS, BrokenTestData, ZooValidation
 EXIT_PASS, EXIT_FAIL, EXIT_UNUSABLE = 0, 1, 2
 
 
+def non_negative(text: str) -> float:
+    """An argparse type: a float that is 0 or more (a tolerance)."""
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a tolerance must be 0 or more, not {text}")
+    return value
+
+
 def _error(value: float | None) -> str:
     return "–" if value is None else f"{value:.3g}"
 
@@ -73,13 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("path", metavar="DIR", help="zoo directory, or a .onnx file in one")
     validate.add_argument(
         "--rtol",
-        type=float,
+        type=non_negative,
         default=DEFAULT_TOLERANCE["rtol"],
         help="relative tolerance (default: %(default)g)",
     )
     validate.add_argument(
         "--atol",
-        type=float,
+        type=non_negative,
         default=DEFAULT_TOLERANCE["atol"],
         help="absolute tolerance (default: %(default)g)",
     )

@@ -136,6 +136,12 @@ def build_summary(bench_csvs: list[str | Path], results_dir: str | Path) -> pd.D
         summary = summary.merge(base, on=cell, how="left")
         summary[column] = summary["_base"] / summary["p50_ms"]
         summary = summary.drop(columns="_base")
+    # Where a variant was timed in pairs with PyTorch, its speed-up is the ratio of the paired
+    # medians: both sides measured under the same conditions, consistent with wins_vs_torch
+    # and the interval. PyTorch's own cell (timed alone) stands in where there are no pairs.
+    if "paired_speedup" in summary:
+        paired = pd.to_numeric(summary["paired_speedup"], errors="coerce")
+        summary["speedup_vs_torch"] = paired.where(paired.notna(), summary["speedup_vs_torch"])
     fp32_accuracy = (
         summary[summary["variant"] == "fp32"].groupby("model")["accuracy"].first().rename("_acc")
     )
@@ -509,7 +515,8 @@ def render_report(
         "Each model is exported to ONNX (fp32), converted to fp16 and quantized to int8, "
         "checked against its PyTorch reference and timed against PyTorch eager. "
         "`vs PyTorch` and `vs fp32` are ratios of p50 latency on the same provider and batch "
-        "(above 1 means faster); `≈` marks a speed-up whose 95% bootstrap interval over "
+        "(above 1 means faster); `vs PyTorch` takes the medians of the runs paired call by "
+        "call with PyTorch. `≈` marks a speed-up whose 95% bootstrap interval over the "
         "paired runs includes 1, i.e. within noise. `wins vs PyTorch` counts the paired "
         "runs in which the variant was faster.",
     ]
