@@ -40,14 +40,13 @@ from onnxstudy.onnxfile import (
     variant_size_bytes,
     write_onnx,
 )
-from onnxstudy.runtime import first_line, open_session
+from onnxstudy.runtime import MAX_IR_VERSION, first_line, open_session
 from onnxstudy.zoo import write_test_data_set
 
 log = logging.getLogger(__name__)
 
 EXPORTERS = ("torchscript", "dynamo")
-# onnxruntime-gpu 1.31 loads at most IR 13 and opset 26 (onnx 1.23 writes IR 14 by default).
-MAX_IR_VERSION = 13
+# onnxruntime-gpu 1.31 loads at most opset 26 (and IR 13: runtime.MAX_IR_VERSION).
 MAX_OPSET = 26
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"

@@ -15,12 +15,15 @@ TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def run_snakemake(workdir: Path, *args: str, config: Path = TINY_CONFIG, check=True):
-    """Run the workflow of this repository in `workdir` with `config`; returns the process."""
+def run_snakemake(
+    workdir: Path, *args: str, config: Path = TINY_CONFIG, check=True, repo: Path = REPO
+):
+    """Run the workflow of `repo` (this repository by default) in `workdir` with `config`;
+    returns the process, or fails the test with Snakemake's output when `check` is set."""
     command = [
         *SNAKEMAKE,
         "--snakefile",
-        str(REPO / "Snakefile"),
+        str(repo / "Snakefile"),
         "--directory",
         str(workdir),
         "--configfile",
@@ -29,7 +32,7 @@ def run_snakemake(workdir: Path, *args: str, config: Path = TINY_CONFIG, check=T
         "2",
         *args,
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(repo)}
     process = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
     if check and process.returncode != 0:
         raise AssertionError(

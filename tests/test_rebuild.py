@@ -9,16 +9,14 @@ with the jobs the change should re-run. A job reads `rule wildcard-values`, e.g.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, SNAKEMAKE
+from tests.conftest import REPO, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -32,22 +30,7 @@ JOB_COUNT = re.compile(r"^total\s+(\d+)$")
 
 def snakemake(workdir: Path, config: Path, *args: str, repo: Path = REPO):
     """Run the workflow of `repo` in `workdir` with exactly `config`; returns the process."""
-    command = [
-        *SNAKEMAKE,
-        "--snakefile",
-        str(repo / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(config),
-        "--cores",
-        "2",
-        *args,
-    ]
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    process = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
-    assert process.returncode == 0, f"snakemake failed:\n{process.stderr[-6000:]}"
-    return process
+    return run_snakemake(workdir, *args, config=config, repo=repo)
 
 
 def planned_jobs(workdir: Path, config: Path, *targets: str, repo: Path = REPO) -> set[str]:
