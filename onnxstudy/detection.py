@@ -26,7 +26,7 @@ from torch import nn
 from onnxstudy.config import DETECTION_CHECK_SIZES, DETECTION_INPUT_SHAPE, ModelSpec
 from onnxstudy.data import Samples
 from onnxstudy.errors import StudyError
-from onnxstudy.export import ExportOptions, export_model
+from onnxstudy.export import ExportOptions, data_dependence_record, export_model
 from onnxstudy.onnxfile import EXTERNAL_DATA_THRESHOLD_BYTES
 from onnxstudy.runtime import open_session
 from onnxstudy.usermodel import check_state_fits
@@ -396,15 +396,10 @@ def check_detector_data_dependence(
                 "reason": "; ".join(judged["failures"]),
             }
         )
-    diverging = [case["inputs"] for case in cases if case["verdict"] == "diverges"]
-    if diverging:
-        log.warning("the export diverges from PyTorch on: %s", "; ".join(diverging))
-    return {
-        "verdict": "diverges" if diverging else "consistent",
-        "diverging_inputs": diverging,
-        "method": f"detections matched by IoU >= {iou_threshold:g}, scores within {score_atol:g}",
-        "cases": cases,
-    }
+    return data_dependence_record(
+        cases,
+        method=f"detections matched by IoU >= {iou_threshold:g}, scores within {score_atol:g}",
+    )
 
 
 def export_and_verify_detector(

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -176,7 +177,7 @@ def export_model(
             ops = Counter(node.op_type for node in proto.graph.node)
             nodes = len(proto.graph.node)
             staged = staging / out_path.name
-            external = write_onnx(proto, staged, options.external_data_threshold)
+            external = write_onnx(proto, staged, options.external_data_threshold, keep=False)
             del proto
             check_onnx_file(staged, model_name)
         publish_onnx(staged, out_path)
@@ -593,13 +594,20 @@ def check_data_dependence(
             }
             cases.append(case)
 
+    return data_dependence_record(cases, max_rel_err_allowed=max_rel_err)
+
+
+def data_dependence_record(cases: list[dict], **method: Any) -> dict:
+    """The export check's record from its cases (each with `inputs` and `verdict`): the
+    verdict, `diverges` when any case does, the inputs that showed it, then `method`'s items
+    (how the cases were judged) and the cases. A divergence is logged as a warning."""
     diverging = [case["inputs"] for case in cases if case["verdict"] == "diverges"]
     if diverging:
         log.warning("the export diverges from PyTorch on: %s", "; ".join(diverging))
     return {
         "verdict": "diverges" if diverging else "consistent",
         "diverging_inputs": diverging,
-        "max_rel_err_allowed": max_rel_err,
+        **method,
         "cases": cases,
     }
 

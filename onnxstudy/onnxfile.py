@@ -12,7 +12,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx.external_data_helper import load_external_data_for_model
 
 # protobuf refuses messages of 2 GiB or more; the default leaves ~147 MB for the graph itself.
 PROTOBUF_LIMIT_BYTES = 2**31 - 1
@@ -21,22 +23,34 @@ EXTERNAL_DATA_THRESHOLD_BYTES = 2_000_000_000
 EXTERNAL_TENSOR_MIN_BYTES = 1024
 
 
+def tensor_bytes(tensor: onnx.TensorProto) -> int:
+    """Bytes of a tensor's values, from its shape and type: protobuf cannot even measure
+    (ByteSize) a tensor over 2 GiB, and reading its raw_data would copy it."""
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return tensor.ByteSize()
+    itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+
+
 def initializer_bytes(proto: onnx.ModelProto) -> int:
-    """Serialized bytes of the graph's initializers (weights), the part that can outgrow 2 GB."""
-    return sum(tensor.ByteSize() for tensor in proto.graph.initializer)
+    """Bytes of the graph's initializers (weights), the part that can outgrow 2 GB."""
+    return sum(tensor_bytes(tensor) for tensor in proto.graph.initializer)
 
 
 def write_onnx(
     proto: onnx.ModelProto,
     path: str | Path,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD_BYTES,
+    keep: bool = True,
 ) -> str | None:
     """Write `proto` to `path`, with its weights in `<name>.data` beside it when they are big.
 
     When the initializers exceed `external_data_threshold` bytes, every tensor of 1 KiB or
     more goes to one file `<path name>.data` with a relative location, so the pair can be
-    moved together; the proto's tensors are left pointing at that file. An existing data file
-    of that name is replaced, not appended to. Not atomic: see `save_onnx`.
+    moved together. onnx's writer empties the tensors it moves out; with `keep` they are read
+    back, so `proto` is unchanged for the caller; a caller that drops the proto passes
+    keep=False and saves the re-read. An existing data file of that name is replaced, not
+    appended to. Not atomic: see `save_onnx`.
 
     Returns:
         The data file's name when external data was written, else None.
@@ -57,6 +71,8 @@ def write_onnx(
     )
     # onnx creates the data file readable by its owner only; give it the .onnx file's mode.
     data.chmod(path.stat().st_mode & 0o777)
+    if keep:
+        load_external_data_for_model(proto, str(path.parent))
     return data.name
 
 
@@ -64,8 +80,10 @@ def save_onnx(
     proto: onnx.ModelProto,
     out_path: str | Path,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD_BYTES,
+    keep: bool = True,
 ) -> str | None:
-    """Write `proto` like `write_onnx`, atomically: staged in `<out_path>.staging/`, then moved.
+    """Write `proto` like `write_onnx` (`keep` likewise), atomically: staged in
+    `<out_path>.staging/`, then moved.
 
     For the stages after export (fp16, int8): load a variant with `onnx.load(path)` (external
     data is read with it) and save the result with this function. A data file left by an
@@ -79,7 +97,7 @@ def save_onnx(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        external = write_onnx(proto, staging / out_path.name, external_data_threshold)
+        external = write_onnx(proto, staging / out_path.name, external_data_threshold, keep)
         publish_onnx(staging / out_path.name, out_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from onnx.external_data_helper import load_external_data_for_model
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -45,6 +46,7 @@ from onnxstudy.fidelity import TRUE_FP16_SAMPLES, compare_outputs, reference_eva
 from onnxstudy.onnxfile import (
     EXTERNAL_DATA_THRESHOLD_BYTES,
     derived_threshold,
+    external_data_files,
     save_onnx,
     variant_size_bytes,
 )
@@ -160,12 +162,19 @@ def save_loadable(
     model: onnx.ModelProto,
     path: str | Path,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD_BYTES,
+    keep: bool = True,
 ) -> None:
     """Save `model` atomically with an IR version the pinned runtime loads; weights above
-    `external_data_threshold` bytes go to `<path>.data` (onnxfile.save_onnx), and `model`'s
-    tensors are then left pointing at that file."""
+    `external_data_threshold` bytes go to `<path>.data` (onnxfile.save_onnx). keep=False
+    when the caller drops `model` afterwards: its external tensors are not read back."""
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
-    save_onnx(model, path, external_data_threshold)
+    save_onnx(model, path, external_data_threshold, keep)
+
+
+def uses_external_data(path: str | Path) -> bool:
+    """Whether the model at `path` keeps weights in external data: the quantizers must then
+    write their own models (augmented, prepared, quantized) that way too, or fail past 2 GB."""
+    return bool(external_data_files(path))
 
 
 def run_model(path: str | Path, feeds: dict[str, np.ndarray], batch: int = 16) -> list[np.ndarray]:
@@ -176,7 +185,8 @@ def run_model(path: str | Path, feeds: dict[str, np.ndarray], batch: int = 16) -
 
 
 def pre_process(src: str | Path, scratch: Path) -> tuple[Path, str]:
-    """Run quant_pre_process (shape inference, graph optimisation) into `scratch`.
+    """Run quant_pre_process (shape inference, graph optimisation) into `scratch`; a model
+    with external data gets its prepared copy's weights in external data too.
 
     Returns:
         (model to quantize, note); when pre-processing fails the model is `src` itself and the
@@ -185,11 +195,18 @@ def pre_process(src: str | Path, scratch: Path) -> tuple[Path, str]:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = Path(scratch).resolve() / "prepared.onnx"
+    source = Path(src).resolve()  # before the chdir below, which a relative `src` depends on
     try:
         # On failure onnxruntime's shape inference dumps a debug model (~size of the model)
         # into the working directory: keep it in the scratch folder instead.
         with contextlib.chdir(prepared.parent):
-            quant_pre_process(str(Path(src).resolve()), str(prepared), skip_symbolic_shape=False)
+            quant_pre_process(
+                str(source),
+                str(prepared),
+                skip_symbolic_shape=False,
+                save_as_external_data=uses_external_data(source),
+                external_data_location=prepared.name + ".data",
+            )
         return prepared, ""
     except Exception as error:  # shape inference fails on some graphs; quantizing still works
         note = f"quant_pre_process failed ({first_line(error)}); quantized without it"
@@ -287,13 +304,30 @@ def name_nodes(model: onnx.ModelProto) -> int:
     return renamed
 
 
+def shape_inferred(path: str | Path) -> onnx.ModelProto:
+    """The model at `path`, weights loaded, with the value types onnx's shape inference gives.
+
+    Inference runs file to file (infer_shapes_path), so it works on models past protobuf's
+    2 GB limit, whose weights are in external data; in-memory inference would fail there.
+    """
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as scratch:
+        inferred = Path(scratch) / "inferred.onnx"
+        onnx.shape_inference.infer_shapes_path(str(path), str(inferred))
+        model = onnx.load(str(inferred), load_external_data=False)
+    load_external_data_for_model(model, str(path.parent))
+    return model
+
+
 def convert_fp16(
-    model: onnx.ModelProto, node_block_list: list[str]
+    model: onnx.ModelProto, node_block_list: list[str], inferred: bool = False
 ) -> tuple[onnx.ModelProto, list]:
     """onnxconverter-common's conversion with float32 I/O, `node_block_list` kept fp32.
 
     Constants are clipped to fp16's largest finite value (65504) rather than the converter's
-    default of 1e4, so that constants within fp16's range keep their values.
+    default of 1e4, so that constants within fp16's range keep their values. With `inferred`
+    the model already carries its inferred value types (`shape_inferred`) and the converter
+    does not infer them again (its in-memory inference fails on models over 2 GB).
 
     Returns:
         (converted model, the converter's warnings with their counts, numbers replaced by X)
@@ -307,6 +341,7 @@ def convert_fp16(
             max_finite_val=FP16_MAX,
             keep_io_types=True,
             node_block_list=node_block_list,
+            disable_shape_infer=inferred,
         )
     kinds = Counter(
         re.sub(r"number \S+ ", "number X ", str(w.message).splitlines()[0]) for w in caught
@@ -314,11 +349,13 @@ def convert_fp16(
     return converted, [f"{count} x {text}" for text, count in sorted(kinds.items())]
 
 
-def kept_fp32_nodes(original: onnx.ModelProto, converted: onnx.ModelProto) -> list[str]:
-    """Nodes of `original` that still compute in fp32 in `converted`: those with a float32
-    output there (nodes with no float output, such as Shape, are left out)."""
-    inferred = onnx.shape_inference.infer_shapes(converted)
-    graph = inferred.graph
+def kept_fp32_nodes(original: onnx.ModelProto, converted: str | Path) -> list[str]:
+    """Nodes of `original` that still compute in fp32 in the model at `converted`: those with
+    a float32 output there (nodes with no float output, such as Shape, are left out)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        inferred = Path(scratch) / "inferred.onnx"
+        onnx.shape_inference.infer_shapes_path(str(converted), str(inferred))
+        graph = onnx.load(str(inferred), load_external_data=False).graph
     types = {
         info.name: info.type.tensor_type.elem_type
         for info in [*graph.value_info, *graph.input, *graph.output]
@@ -534,7 +571,7 @@ def convert_to_fp16(
     """
     settings = check_fp16_settings(settings or {}, model_name)
     started = time.perf_counter()
-    model = onnx.load(str(src))
+    model = shape_inferred(src)
     renamed = name_nodes(model)
     feeds = as_feeds(samples, graph_inputs(model), model_name, "fp16")
     feeds = take(feeds, 0, max(settings["check_samples"], 1))
@@ -546,9 +583,7 @@ def convert_to_fp16(
 
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        fp32_path = scratch / "fp32.onnx"
-        save_loadable(model, fp32_path)
-        expected = run_model(fp32_path, feeds)
+        expected = run_model(src, feeds)
 
         def attempt(name: str, build) -> Fp16Attempt:
             try:
@@ -567,7 +602,7 @@ def convert_to_fp16(
             log.info("fp16 %s: %s", name, "passes" if tried.passed else "; ".join(tried.problems))
             return tried
 
-        attempts = [attempt("plain", lambda: convert_fp16(model, list(reasons)))]
+        attempts = [attempt("plain", lambda: convert_fp16(model, list(reasons), inferred=True))]
         if not attempts[-1].passed:
             blocked = len(reasons)
             if not attempts[-1].loads:
@@ -578,7 +613,9 @@ def convert_to_fp16(
             for node, why in fp16_range_offenders(model, feeds, scratch).items():
                 reasons.setdefault(node, why)
             if len(reasons) > blocked:
-                attempts.append(attempt("block-list", lambda: convert_fp16(model, list(reasons))))
+                attempts.append(
+                    attempt("block-list", lambda: convert_fp16(model, list(reasons), inferred=True))
+                )
             else:
                 log.info("fp16: no op type or value range to block; trying mixed precision")
         if not attempts[-1].passed:
@@ -603,7 +640,7 @@ def convert_to_fp16(
             "this model's `variants:`",
         )
     final = chosen or loadable[-1]
-    save_loadable(final.model, dst, derived_threshold(src))
+    save_loadable(final.model, dst, derived_threshold(src), keep=False)
     return fp16_record(model, final, attempts, reasons, renamed, started, Path(dst))
 
 
@@ -621,7 +658,7 @@ def fp16_record(
 
     op_types = {node.name: node.op_type for node in model.graph.node}
     kept = []
-    for name in kept_fp32_nodes(model, final.model):
+    for name in kept_fp32_nodes(model, dst):
         if name in reasons:
             why = reasons[name]
         elif op_types[name] in float16.DEFAULT_OP_BLOCK_LIST:
@@ -785,6 +822,7 @@ def calibrate(
         sorted(set(QDQRegistry) | set(QLinearOpsRegistry)),
         augmented_model_path=str(scratch / "augmented.onnx"),
         calibrate_method=CALIBRATION_METHODS[recipe["method"]],
+        use_external_data_format=uses_external_data(model_path),
         extra_options=options,
     )
     reader = SampleCalibrationReader(feeds)
@@ -893,9 +931,9 @@ def quantize_int8_static(
         )
     feeds = take(feeds, 0, wanted)
 
-    tmp = dst.with_name(dst.name + ".partial")
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
+        tmp = scratch / "quantized.onnx"
         prepared, preprocess_note = pre_process(src, scratch)
         try:
             ranges = calibrate(prepared, feeds, recipe, scratch)
@@ -911,9 +949,9 @@ def quantize_int8_static(
                 weight_type=QUANT_TYPES[recipe["weight_type"]],
                 calibrate_method=CALIBRATION_METHODS[recipe["method"]],
                 calibration_cache_path=str(cache),
+                use_external_data_format=uses_external_data(prepared),
             )
         except Exception as error:  # the quantizer's errors become a sentence with a cure
-            tmp.unlink(missing_ok=True)
             raise StudyError(
                 model_name,
                 variant,
@@ -921,8 +959,7 @@ def quantize_int8_static(
                 f"{first_line(error)}",
                 "try another recipe (method, format, per_channel) for this variant",
             ) from error
-    save_loadable(onnx.load(str(tmp)), dst, derived_threshold(src))
-    tmp.unlink(missing_ok=True)
+        save_loadable(onnx.load(str(tmp)), dst, derived_threshold(src), keep=False)
     check_loads(dst, model_name, variant)
 
     record = {
@@ -1027,9 +1064,14 @@ def plan_int8_dynamic(src: str | Path, settings: dict[str, Any], model_name: str
 
 def gemm_as_matmul(model: onnx.ModelProto) -> int:
     """Rewrite each plain Gemm with a constant B (alpha = beta = 1, A not transposed) as MatMul
-    plus Add, in place; returns how many. Dynamic quantization handles MatMul, not Gemm."""
+    plus Add, in place; returns how many. Dynamic quantization handles MatMul, not Gemm.
+
+    A transposed B is a new initializer; the old one is removed when nothing else uses it, so
+    the model does not carry its weights twice.
+    """
     initializers = {init.name: init for init in model.graph.initializer}
     nodes = []
+    replaced = set()
     rewritten = 0
     for node in model.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -1046,6 +1088,7 @@ def gemm_as_matmul(model: onnx.ModelProto) -> int:
         weight = numpy_helper.to_array(initializers[node.input[1]])
         if attrs.get("transB", 0):
             weight = weight.T
+        replaced.add(node.input[1])
         name = f"{node.name or 'gemm'}_{rewritten}_weight"
         model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), name))
         has_bias = len(node.input) > 2 and node.input[2]
@@ -1064,7 +1107,22 @@ def gemm_as_matmul(model: onnx.ModelProto) -> int:
         rewritten += 1
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    unused = replaced - used_names(model.graph)
+    for index in reversed(range(len(model.graph.initializer))):
+        if model.graph.initializer[index].name in unused:
+            del model.graph.initializer[index]
     return rewritten
+
+
+def used_names(graph: onnx.GraphProto) -> set[str]:
+    """Every value name a node of `graph` or of its subgraphs reads, and the graph's outputs."""
+    names = {output.name for output in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            for subgraph in [attribute.g, *attribute.graphs]:
+                names |= used_names(subgraph)
+    return names
 
 
 def quantize_int8_dynamic(
@@ -1091,14 +1149,15 @@ def quantize_int8_dynamic(
     settings = check_int8_dynamic(settings, model_name)
     dst = Path(dst)
     started = time.perf_counter()
-    tmp = dst.with_name(dst.name + ".partial")
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
+        tmp = scratch / "quantized.onnx"
         model = onnx.load(str(src))
         name_nodes(model)
         rewritten = gemm_as_matmul(model)
         unfolded = scratch / "unfolded.onnx"
-        save_loadable(model, unfolded)
+        save_loadable(model, unfolded, keep=False)
+        del model
         prepared, preprocess_note = pre_process(unfolded, scratch)
         try:
             quantize_dynamic(
@@ -1108,17 +1167,16 @@ def quantize_int8_dynamic(
                 reduce_range=settings["reduce_range"],
                 weight_type=QUANT_TYPES[settings["weight_type"]],
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                use_external_data_format=uses_external_data(prepared),
             )
         except Exception as error:  # the quantizer's errors become a sentence with a cure
-            tmp.unlink(missing_ok=True)
             raise StudyError(
                 model_name,
                 "int8dyn",
                 f"dynamic quantization failed: {first_line(error)}",
                 "try per_channel: false, or remove int8dyn from the model's `variants:`",
             ) from error
-    save_loadable(onnx.load(str(tmp)), dst, derived_threshold(src))
-    tmp.unlink(missing_ok=True)
+        save_loadable(onnx.load(str(tmp)), dst, derived_threshold(src), keep=False)
     check_loads(dst, model_name, "int8dyn")
     quantized = Counter(node.op_type for node in onnx.load(str(dst)).graph.node)
     record = {

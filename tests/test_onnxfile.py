@@ -11,6 +11,7 @@ from onnxstudy.onnxfile import (
     EXTERNAL_DATA_THRESHOLD_BYTES,
     derived_threshold,
     external_data_files,
+    initializer_bytes,
     save_onnx,
     variant_size_bytes,
 )
@@ -51,7 +52,7 @@ def test_a_variant_follows_the_layout_of_the_model_it_is_made_from(tmp_path):
 
 
 def test_saving_beside_a_partial_file_of_the_same_name_works(tmp_path):
-    """The int8 stage keeps the quantizer's output in `<name>.partial` while it saves."""
+    """A stray `<name>.partial` file beside the output is left alone."""
     out = tmp_path / "int8.onnx"
     (tmp_path / "int8.onnx.partial").write_bytes(b"quantizer output")
     save_onnx(linear_model(), out, external_data_threshold=0)
@@ -68,3 +69,23 @@ def test_an_inline_save_removes_a_stale_data_file(tmp_path):
     save_onnx(linear_model(seed=1), out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32.onnx"]
     assert variant_size_bytes(out) == out.stat().st_size
+
+
+def test_writing_external_data_leaves_the_proto_whole_unless_told(tmp_path):
+    """onnx's writer empties the tensors it moves to the data file; the proto a stage goes on
+    using must keep its weights."""
+    proto = linear_model()
+    weight = numpy_helper.to_array(proto.graph.initializer[0])
+    assert save_onnx(proto, tmp_path / "a.onnx", external_data_threshold=0) == "a.onnx.data"
+    assert all(t.data_location == onnx.TensorProto.DEFAULT for t in proto.graph.initializer)
+    np.testing.assert_array_equal(numpy_helper.to_array(proto.graph.initializer[0]), weight)
+    assert save_onnx(proto, tmp_path / "b.onnx") is None
+    np.testing.assert_array_equal(
+        numpy_helper.to_array(onnx.load(tmp_path / "b.onnx").graph.initializer[0]), weight
+    )
+    save_onnx(proto, tmp_path / "c.onnx", external_data_threshold=0, keep=False)
+    assert proto.graph.initializer[0].data_location == onnx.TensorProto.EXTERNAL
+
+
+def test_weight_bytes_come_from_shapes_not_from_serializing():
+    assert initializer_bytes(linear_model()) == (64 * 10 + 10) * 4

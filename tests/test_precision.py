@@ -4,6 +4,7 @@ scikit-learn's digits (a trained CNN and random-feature MLPs fitted by least squ
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import numpy as np
@@ -15,9 +16,11 @@ from onnxstudy.config import resolve_model
 from onnxstudy.data import digits_split
 from onnxstudy.errors import StudyError
 from onnxstudy.fidelity import reference_evaluator_outputs
+from onnxstudy.onnxfile import external_data_files, save_onnx
 from onnxstudy.precision import (
     check_int8_recipe,
     convert_to_fp16,
+    gemm_as_matmul,
     plan_int8_dynamic,
     quantize_int8_dynamic,
     quantize_int8_static,
@@ -314,6 +317,16 @@ def test_static_int8_of_the_cnn_keeps_accuracy_at_a_third_of_the_size(cnn, digit
     assert accuracy(tmp_path / "int8.onnx", digits) >= accuracy(cnn, digits) - 0.01
 
 
+def test_static_int8_preprocesses_a_model_given_by_a_relative_path(
+    cnn, digits, tmp_path, monkeypatch
+):
+    """The workflow names its files relative to the study folder (results/<model>/fp32.onnx)."""
+    shutil.copy(cnn, tmp_path / "fp32.onnx")
+    monkeypatch.chdir(tmp_path)
+    record = quantize_int8_static("fp32.onnx", "int8.onnx", digits[0][:8], {}, "cnn")
+    assert record["preprocessed"], record["preprocess_note"]
+
+
 # ---------------------------------------------------------------------------------- int8dyn
 
 
@@ -457,3 +470,48 @@ def test_workflow_builds_recipes_and_skips_dynamic_int8_on_a_cnn(tmp_path):
     assert "Trade-off on cpu, batch 1" in report
     rerun = run_snakemake(tmp_path, "--dry-run", config=config)
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+
+# -------------------------------------------------------------------------- external data
+
+
+def test_every_precision_stage_keeps_external_data_and_leaves_no_scratch(digits, tmp_path):
+    """From an fp32 whose weights are in external data (as past 2 GB) every stage writes its
+    variant the same way, the quantizers' own intermediates included, and leaves nothing
+    else beside it."""
+    train_x, _, _, _ = digits
+    inline = mlp_model(digits, tmp_path / "inline.onnx", gemm=True)
+    src = tmp_path / "fp32.onnx"
+    save_onnx(onnx.load(str(inline)), src, external_data_threshold=0)
+    inline.unlink()
+    assert external_data_files(src) == [tmp_path / "fp32.onnx.data"]
+
+    fp16 = convert_to_fp16(src, tmp_path / "fp16.onnx", train_x[:16], FP16_TOLERANCE, "mlp")
+    int8 = quantize_int8_static(src, tmp_path / "int8.onnx", train_x[:32], {}, "mlp")
+    int8dyn = quantize_int8_dynamic(src, tmp_path / "int8dyn.onnx", {}, "mlp")
+    assert fp16["status"] == "converted" and fp16["kept_fp32"] == []
+    assert int8["preprocessed"] and int8dyn["preprocessed"]
+    for variant in ("fp16", "int8", "int8dyn"):
+        path = tmp_path / f"{variant}.onnx"
+        assert external_data_files(path) == [tmp_path / f"{variant}.onnx.data"]
+        assert accuracy(path, digits) >= accuracy(src, digits) - 0.01
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{v}.onnx{suffix}" for v in ("fp32", "fp16", "int8", "int8dyn") for suffix in ("", ".data")
+    )
+
+
+def test_gemm_rewrite_leaves_no_second_copy_of_the_weights(digits, tmp_path):
+    model = onnx.load(str(mlp_model(digits, tmp_path / "fp32.onnx", gemm=True)))
+    weight_bytes = sum(init.ByteSize() for init in model.graph.initializer)
+    assert gemm_as_matmul(model) == 2
+    assert [node.op_type for node in model.graph.node] == [
+        "Flatten",
+        "MatMul",
+        "Add",
+        "Relu",
+        "MatMul",
+        "Add",
+    ]
+    names = {init.name for init in model.graph.initializer}
+    assert "w1" not in names and "w2t" not in names and {"b1", "b2"} <= names
+    assert abs(sum(init.ByteSize() for init in model.graph.initializer) - weight_bytes) < 200
