@@ -10,7 +10,7 @@ rule bench:
         ENV
     threads: workflow.cores
     resources:
-        mem_mb=3000,
+        mem_mb=memory_mb(3000, 3),
         runtime=30,
         gpu=gpu_count,
     params:

@@ -16,7 +16,7 @@ rule export:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=memory_mb(2000, 4),
         runtime=20,
     params:
         settings=model_settings("opset", "exporter", "external_data_threshold"),

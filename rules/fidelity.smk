@@ -13,7 +13,7 @@ rule evaluate:
     conda:
         ENV
     resources:
-        mem_mb=2000,
+        mem_mb=memory_mb(2000, 2),
         runtime=15,
     params:
         tolerance=parity_tolerance,

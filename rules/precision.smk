@@ -13,7 +13,7 @@ rule fp16:
     conda:
         ENV
     resources:
-        mem_mb=2000,
+        mem_mb=memory_mb(2000, 5),
         runtime=15,
     params:
         tolerance=fp16_tolerance,
@@ -36,7 +36,7 @@ rule int8:
         ENV
     # Entropy and percentile calibration peak near 3 GB on mobilenet_v2 (minmax: 1 GB).
     resources:
-        mem_mb=4000,
+        mem_mb=memory_mb(4000, 6),
         runtime=30,
     params:
         recipe=int8_recipe,
@@ -75,7 +75,7 @@ rule int8dyn:
     conda:
         ENV
     resources:
-        mem_mb=2000,
+        mem_mb=memory_mb(2000, 6),
         runtime=15,
     params:
         settings=model_settings("int8dyn"),

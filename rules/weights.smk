@@ -11,7 +11,7 @@ rule weights:
         ENV
     threads: 2
     resources:
-        mem_mb=2000,
+        mem_mb=memory_mb(2000, 2),
         runtime=30,
     params:
         settings=model_settings("kind", "target", "weights", "train", "seed"),
@@ -34,7 +34,7 @@ rule reference:
         ENV
     threads: 2
     resources:
-        mem_mb=2000,
+        mem_mb=memory_mb(2000, 2),
         runtime=15,
     script:
         "../scripts/reference.py"
