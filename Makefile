@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: run test lint format clean
+.PHONY: run test test-large lint format clean
 
 $(BIN)/snakemake: requirements.txt requirements-dev.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; run make PYTHON=python3 ..."; exit 1; }
@@ -19,6 +19,10 @@ run: $(BIN)/snakemake
 
 test: $(BIN)/snakemake
 	$(BIN)/python -m pytest -q
+
+# The workflow on a model past protobuf's 2 GiB limit (about 10 minutes, 13 GB of memory).
+test-large: $(BIN)/snakemake
+	$(BIN)/python -m pytest -q -m large
 
 lint: $(BIN)/snakemake
 	$(BIN)/ruff check .
