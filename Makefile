@@ -20,7 +20,7 @@ run: $(BIN)/snakemake
 test: $(BIN)/snakemake
 	$(BIN)/python -m pytest -q
 
-# The workflow on a model past protobuf's 2 GiB limit (about 10 minutes, 13 GB of memory).
+# The workflow on a model past protobuf's 2 GiB limit (about 9 minutes, 11 GB of memory).
 test-large: $(BIN)/snakemake
 	$(BIN)/python -m pytest -q -m large
 

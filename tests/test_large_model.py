@@ -4,7 +4,7 @@ and timed, and each job asks for memory in proportion to the weights.
 
 The other external-data tests send a tiny model's weights out with a small threshold; only a
 model really over 2 GiB shows whether onnx's and onnxruntime's in-memory steps (shape
-inference, the quantizers' own models) are avoided. About 10 minutes and 13 GB of memory on
+inference, the quantizers' own models) are avoided. About 9 minutes and 11 GB of memory on
 2 cores, so `make test` leaves it out and `make test-large` (and CI) runs it."""
 
 from __future__ import annotations
