@@ -40,6 +40,13 @@ BLOCK_INT8_VARIANT = "int8dyn_block"
 VARIANT_PATTERN = rf"torch|fp32|fp16|{BLOCK_INT8_VARIANT}|int8dyn|int8|{INT8_RECIPE_VARIANT}"
 ONNX_VARIANT_PATTERN = rf"fp32|fp16|{BLOCK_INT8_VARIANT}|int8dyn|int8|{INT8_RECIPE_VARIANT}"
 STATIC_INT8_PATTERN = rf"int8|{INT8_RECIPE_VARIANT}"
+# Parity criteria of a variant the config gives none (those of the default config.yaml), so
+# that a config without `tolerances:` still checks every variant instead of passing it unseen.
+DEFAULT_TOLERANCES = {
+    "fp32": {"atol": 1.0e-4, "rtol": 1.0e-3},
+    "fp16": {"min_cosine": 0.999},
+    "int8": {"min_cosine": 0.98},
+}
 
 
 @dataclass(frozen=True)
@@ -120,12 +127,14 @@ class ModelSpec:
         return {**self.int8, **self.int8_recipes[variant]}
 
     def tolerance(self, variant: str) -> dict[str, float]:
-        """The parity criteria of `variant`; int8_<recipe> and int8dyn fall back to int8's."""
+        """The parity criteria of `variant`; int8_<recipe> and int8dyn fall back to int8's,
+        and a variant with none configured takes DEFAULT_TOLERANCES'."""
         if variant in self.tolerances:
             return dict(self.tolerances[variant])
-        if variant.startswith("int8"):
-            return dict(self.tolerances.get("int8", {}))
-        return {}
+        family = "int8" if variant.startswith("int8") else variant
+        if family in self.tolerances:
+            return dict(self.tolerances[family])
+        return dict(DEFAULT_TOLERANCES.get(family, {}))
 
     @property
     def source(self) -> str:

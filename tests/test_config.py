@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import yaml
+from sklearn.datasets import load_digits
 from snakemake.utils import validate
 
-from onnxstudy.config import deep_merge, is_detection_model, resolve_model
+from onnxstudy.config import DEFAULT_TOLERANCES, deep_merge, is_detection_model, resolve_model
+from onnxstudy.fidelity import compare_outputs
 from tests.conftest import REPO
 
 SCHEMA = str(REPO / "schemas" / "config.schema.yaml")
@@ -32,6 +35,27 @@ def test_builtin_model_uses_digits():
     assert spec.has_labels and spec.input_shape == (1, 8, 8)
     assert spec.variants == ("fp32", "fp16", "int8")
     assert spec.train["epochs"] == 10
+
+
+def test_a_config_without_tolerances_still_checks_every_variant():
+    config = {
+        "models": {"mlp": {"source": "python:net.py:build", "input_shape": [64]}},
+        "benchmark": {"providers": ["cpu"], "batch_sizes": [1], "warmup": 1, "runs": 3},
+    }
+    validate(config, SCHEMA)
+    spec = resolve_model(config, "mlp")
+    assert spec.tolerance("fp32") == DEFAULT_TOLERANCES["fp32"]
+    assert spec.tolerance("int8dyn") == spec.tolerance("int8_pt") == DEFAULT_TOLERANCES["int8"]
+    # The digits images against themselves with noise of a tenth of their range: no longer a
+    # silent pass for want of criteria.
+    reference = load_digits().data[:16]
+    noisy = reference + np.random.default_rng(0).normal(0, 1.6, reference.shape)
+    assert compare_outputs(noisy, reference, spec.tolerance("int8dyn")).verdict == "fail"
+    assert compare_outputs(reference, reference, spec.tolerance("fp32")).verdict == "pass"
+    # A variant's own criteria, even none, replace the defaults.
+    config["models"]["mlp"]["tolerances"] = {"fp16": {}, "int8": {"min_cosine": 0.9}}
+    spec = resolve_model(config, "mlp")
+    assert spec.tolerance("fp16") == {} and spec.tolerance("int8dyn") == {"min_cosine": 0.9}
 
 
 def test_deep_merge_leaves_inputs_untouched():
