@@ -46,7 +46,7 @@ from onnxstudy.text import (
     load_text_tokenizer,
     pretrained_record,
 )
-from onnxstudy.usermodel import build_user_model, example_input, load_user_model
+from onnxstudy.usermodel import build_user_model, check_forward, example_input, load_user_model
 from onnxstudy.zoo import GraphSignature, find_zoo_model, read_tests, stack_inputs
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ def prepare_weights(spec: ModelSpec, samples: Samples, out_path: str | Path) -> 
         model = detector.detector
     elif spec.kind == "python":
         model, record = load_user_model(spec.target, spec.name, spec.weights, seed=spec.seed)
+        check_forward(model, samples.evaluation_x, spec.name)
         if spec.train:
             record.update(train_classifier(model, samples, spec))
     elif spec.kind == "builtin":

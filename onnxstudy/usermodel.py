@@ -311,6 +311,55 @@ def load_user_model(
     return model.eval(), record
 
 
+def check_forward(model: nn.Module, inputs: np.ndarray, model_name: str) -> None:
+    """Run `model` on two of its samples in PyTorch, before anything is built from it.
+
+    A forward that fails on the configured input, or that does not give one tensor with the
+    batch axis first, would otherwise fail later in every stage with PyTorch's own words.
+
+    Raises:
+        StudyError: Naming the input's shape and dtype and what to change.
+    """
+    batch = inputs[:2]
+    given = f"[{', '.join(str(d) for d in batch.shape)}] {batch.dtype}"
+    try:
+        with torch.inference_mode():
+            output = model(torch.from_numpy(batch))
+    except Exception as error:
+        source = Path(inspect.getsourcefile(type(model)) or "")
+        where = _where_in(error, source)
+        where = f"{where} of {source.name}" if where else ""
+        raise StudyError(
+            model_name,
+            None,
+            f"the model fails in PyTorch on its samples, {given}{where}: "
+            f"{type(error).__name__}: {_first_line(error)}",
+            "set `input_shape:` (one sample, without the batch axis) and `dtype:` to what "
+            "forward takes, or a `dataset:` whose samples it takes",
+        ) from error
+    if not isinstance(output, torch.Tensor):
+        raise StudyError(
+            model_name,
+            None,
+            f"forward returns a {type(output).__name__}, not one tensor",
+            "return one tensor (e.g. the logits), or name a callable that wraps the model in "
+            "a module whose forward does",
+        )
+    if output.dim() == 0 or output.shape[0] != len(batch):
+        raise StudyError(
+            model_name,
+            None,
+            f"forward maps input {given} to shape {list(output.shape)}, without the batch axis "
+            "first",
+            "keep the batch axis first in the output (e.g. flatten with start_dim=1)",
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def input_dtype(name: str, model_name: str) -> np.dtype:
     """The numpy dtype of config `dtype:` (float32, float16, float64, int64, int32, bool).
 

@@ -14,6 +14,7 @@ from onnxstudy.export import ExportOptions, check_data_dependence, export_model,
 from onnxstudy.runtime import run_onnx
 from onnxstudy.usermodel import (
     build_user_model,
+    check_forward,
     example_input,
     input_dtype,
     load_user_model,
@@ -85,6 +86,29 @@ def test_mistakes_are_explained(target, cause, cure):
         build_user_model(target, "mine", REPO)
     assert cause in caught.value.cause and cure in caught.value.cure
     assert caught.value.model == "mine"
+
+
+@pytest.mark.parametrize(
+    ("target", "shape", "cause", "cure"),
+    [
+        (
+            f"{FIXTURES}:TwoLayer",
+            (3, 8, 8),
+            "fails in PyTorch on its samples, [2, 3, 8, 8] float32 at line 18 of "
+            "user_models.py: RuntimeError: mat1 and mat2 shapes cannot be multiplied",
+            "set `input_shape:`",
+        ),
+        (f"{FIXTURES}:pair_output", (1, 8, 8), "returns a tuple, not one tensor", "one tensor"),
+        (f"{FIXTURES}:total_output", (64,), "to shape [], without the batch axis", "batch axis"),
+    ],
+)
+def test_a_forward_that_cannot_serve_is_explained_before_any_export(target, shape, cause, cure):
+    model = build_user_model(target, "mine", REPO)
+    inputs = digits_split(0)[2][:4].reshape(4, -1)
+    with pytest.raises(StudyError) as caught:
+        check_forward(model, np.resize(inputs, (4, *shape)).astype(np.float32), "mine")
+    assert cause in caught.value.cause and cure in caught.value.cure
+    check_forward(build_user_model(f"{FIXTURES}:TwoLayer", "m", REPO), inputs, "m")
 
 
 def test_weights_that_do_not_fit_name_the_keys(tmp_path):

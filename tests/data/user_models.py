@@ -34,3 +34,24 @@ def not_a_module() -> dict:
 
 def fails_inside() -> nn.Module:
     raise ValueError("no layer of width 0")
+
+
+class _Pair(TwoLayer):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = super().forward(x)
+        return logits, logits.softmax(1)
+
+
+class _Total(TwoLayer):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).sum()
+
+
+def pair_output() -> nn.Module:
+    """Returns logits and probabilities: two outputs where the study takes one."""
+    return _Pair()
+
+
+def total_output() -> nn.Module:
+    """Sums over the batch: no batch axis left in the output."""
+    return _Total()
