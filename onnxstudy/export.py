@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 EXPORTERS = ("torchscript", "dynamo")
 # onnxruntime-gpu 1.31 loads at most opset 26 (and IR 13: runtime.MAX_IR_VERSION).
 MAX_OPSET = 26
+# The newest opset each exporter writes: torch 2.14's tracing exporter stops at 23
+# (torch.onnx._constants.ONNX_MAX_OPSET; a test keeps the two equal); dynamo, at the runtime's.
+EXPORTER_MAX_OPSET = {"torchscript": 23, "dynamo": MAX_OPSET}
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 # Largest |onnx - torch| / max |torch| per output that still counts as the same computation.
@@ -94,7 +97,8 @@ def check_export_options(options: ExportOptions, model_name: str) -> None:
     """Refuse options the exporters or the pinned runtime cannot honour, before any work.
 
     Raises:
-        StudyError: For an unknown exporter, an opset outside 7-26, or a negative threshold.
+        StudyError: For an unknown exporter, an opset outside 7-26 or past what the exporter
+            writes (torchscript: 23), or a negative threshold.
     """
     if options.exporter not in EXPORTERS:
         raise StudyError(
@@ -113,6 +117,15 @@ def check_export_options(options: ExportOptions, model_name: str) -> None:
     if options.opset < 7:
         raise StudyError(
             model_name, "fp32", f"opset {options.opset} is too old", "set `opset:` to 7-26"
+        )
+    newest = EXPORTER_MAX_OPSET[options.exporter]
+    if options.opset > newest:
+        raise StudyError(
+            model_name,
+            "fp32",
+            f"the {options.exporter} exporter writes at most opset {newest}, not {options.opset}",
+            f"set `exporter: dynamo` for opsets {newest + 1}-{MAX_OPSET}, or `opset: {newest}` "
+            "or lower, for this model",
         )
     if options.external_data_threshold < 0:
         raise StudyError(
@@ -368,7 +381,8 @@ def export_failure(error: Exception, options: ExportOptions, model_name: str) ->
     if added and int(added.group(1)) <= MAX_OPSET:
         cure = f"set `opset: {added.group(1)}` (or newer) for this model"
     else:
-        cure = f"set `exporter: {other}` for this model, or another `opset:` (7-{MAX_OPSET})"
+        newest = EXPORTER_MAX_OPSET.get(options.exporter, MAX_OPSET)
+        cure = f"set `exporter: {other}` for this model, or another `opset:` (7-{newest})"
     if "data-dependent" in text or "GuardOnDataDependent" in text:
         cure += "; a branch on tensor values needs torch.where or torch.cond to be exported"
     elif not added and operator:

@@ -18,6 +18,7 @@ from onnxstudy.config import resolve_model
 from onnxstudy.data import digits_split
 from onnxstudy.errors import StudyError
 from onnxstudy.export import (
+    EXPORTER_MAX_OPSET,
     MAX_IR_VERSION,
     ExportOptions,
     check_data_dependence,
@@ -71,6 +72,19 @@ def test_an_opset_the_runtime_cannot_load_is_refused_with_the_cure(tmp_path, dig
     spec = resolve_model(config, "digits")
     with pytest.raises(StudyError, match="set `opset:` to 26 or lower"):
         export_to_onnx(build_model(spec), digits_images[:2], tmp_path / "m.onnx", spec)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_opset_past_the_tracing_exporter_is_refused_with_the_other_exporter(
+    tmp_path, digits_images
+):
+    # Opsets 24-26 load in the runtime, but torch's tracing exporter writes at most 23.
+    assert EXPORTER_MAX_OPSET["torchscript"] == torch.onnx._constants.ONNX_MAX_OPSET
+    options = ExportOptions(opset=24)
+    with pytest.raises(StudyError) as caught:
+        export_model(BranchOnSign(), digits_images[:2], tmp_path / "m.onnx", options, "b")
+    assert "at most opset 23, not 24" in caught.value.cause
+    assert caught.value.cure.startswith("set `exporter: dynamo` for opsets 24-26")
     assert not (tmp_path / "m.onnx").exists()
 
 
