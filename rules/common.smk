@@ -2,6 +2,7 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 
 import yaml
 from snakemake.utils import validate
@@ -149,7 +150,8 @@ def locate_zoo_model(name):
         return find_zoo_model(source_path(SPECS[name].target, workflow.basedir))
     except (OSError, ValueError) as error:
         raise ValueError(
-            f"model '{name}': source {SPECS[name].source}: {error}"
+            f"model '{name}': source {SPECS[name].source}: {error}. Cure: give the model's "
+            "folder or .onnx file relative to the folder holding the Snakefile, or absolute"
         ) from error
 
 
@@ -244,9 +246,14 @@ def bench_setting(name):
 
 
 def python_source_file(wildcards):
-    """The file of a `python:` model (so editing it re-runs its jobs); none for others."""
+    """The file of a `python:` model (so editing it re-runs its jobs); none for others, and
+    none while the file is missing, so that its job runs and says what to change while the
+    other models go on."""
     spec = SPECS[wildcards.model]
-    return [spec.target.rpartition(":")[0]] if spec.kind == "python" else []
+    if spec.kind != "python":
+        return []
+    file = spec.target.rpartition(":")[0]
+    return [file] if Path(file).expanduser().is_file() else []
 
 
 def evaluation_records():

@@ -10,6 +10,7 @@ from pathlib import Path
 import onnx
 import pandas as pd
 import pytest
+import yaml
 
 from onnxstudy.onnxfile import external_data_files, variant_size_bytes
 from tests.conftest import REPO, run_snakemake
@@ -126,3 +127,19 @@ def test_editing_the_model_file_reruns_its_model_only(study):
     planned = process.stdout + process.stderr
     assert "results/my_model/weights.pt" in planned
     assert "results/detector/weights.pt" not in planned
+
+
+def test_a_misspelt_model_file_fails_its_own_job_with_the_cure(study, tmp_path):
+    config = yaml.safe_load(EXPORT_CONFIG.read_text())
+    config["models"]["typo"] = {"source": "python:examples/my_modle.py:build_model"}
+    config["models"]["typo"].update(dataset="digits")
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    targets = ("results/typo/weights.pt", "results/my_model/weights.pt")
+    process = run_snakemake(study, *targets, config=path, check=False)
+    said = process.stdout + process.stderr
+    assert process.returncode != 0 and "MissingInputException" not in said
+    assert "model 'typo': model file examples/my_modle.py does not exist" in said
+    assert "relative to the folder the study runs in" in said
+    assert not (study / "results" / "typo" / "weights.pt").exists()
+    assert (study / "results" / "my_model" / "weights.pt").exists()
