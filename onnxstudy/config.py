@@ -187,6 +187,7 @@ def resolve_model(config: dict[str, Any], name: str) -> ModelSpec:
             "`dataset: digits` or `dataset: photos`"
         )
     input_shape = tuple(entry.get("input_shape") or default_shape)
+    check_dataset_shape(name, kind, dataset, input_shape)
     default_sizes = DETECTION_CHECK_SIZES if task == "detection" else ()
 
     return ModelSpec(
@@ -217,6 +218,27 @@ def resolve_model(config: dict[str, Any], name: str) -> ModelSpec:
         sizes=tuple((int(h), int(w)) for h, w in entry.get("sizes", default_sizes)),
         benchmark=dict(entry.get("benchmark", {})),
     )
+
+
+def check_dataset_shape(name: str, kind: str, dataset: str | None, shape: tuple) -> None:
+    """Refuse an `input_shape` the dataset's samples cannot have (they would not follow it).
+
+    digits images are [1, 8, 8] (a Model Zoo model's are reshaped to its input, so any shape
+    of 64 values goes there); photos have 3 channels and take the height and width given.
+
+    Raises:
+        ValueError: Naming the shape, the dataset's and the cure.
+    """
+    if dataset == "digits" and kind != "onnx" and shape != (1, 8, 8):
+        raise ValueError(
+            f"model '{name}': digits samples are [1, 8, 8] images, not {list(shape)}; remove "
+            "`input_shape:` (reshape inside the model, e.g. x.flatten(1)) or use another dataset"
+        )
+    if dataset == "photos" and (len(shape) != 3 or shape[0] != 3):
+        raise ValueError(
+            f"model '{name}': photos samples are [3, H, W] colour crops, not {list(shape)}; "
+            "set `input_shape: [3, H, W]` or use another dataset"
+        )
 
 
 def is_detection_model(target: str) -> bool:

@@ -37,11 +37,17 @@ def test_builtin_model_uses_digits():
     assert spec.train["epochs"] == 10
 
 
+def test_a_config_of_models_alone_is_timed_as_the_default_study_is():
+    config = {"models": {"mlp": {"source": "python:net.py:build", "input_shape": [64]}}}
+    validate(config, SCHEMA)
+    assert config["benchmark"] == default_config()["benchmark"]
+    config = {"models": config["models"], "benchmark": {"runs": 5}}
+    validate(config, SCHEMA)
+    assert config["benchmark"] == {**default_config()["benchmark"], "runs": 5}
+
+
 def test_a_config_without_tolerances_still_checks_every_variant():
-    config = {
-        "models": {"mlp": {"source": "python:net.py:build", "input_shape": [64]}},
-        "benchmark": {"providers": ["cpu"], "batch_sizes": [1], "warmup": 1, "runs": 3},
-    }
+    config = {"models": {"mlp": {"source": "python:net.py:build", "input_shape": [64]}}}
     validate(config, SCHEMA)
     spec = resolve_model(config, "mlp")
     assert spec.tolerance("fp32") == DEFAULT_TOLERANCES["fp32"]
@@ -140,6 +146,14 @@ def test_a_python_source_takes_its_shape_and_dtype_from_config():
     ("model", "message"),
     [
         ({"source": "python:m.py:build"}, "stand-in inputs need `input_shape:`"),
+        (
+            {"source": "python:m.py:build", "dataset": "digits", "input_shape": [3, 8, 8]},
+            "digits samples are \\[1, 8, 8\\] images, not \\[3, 8, 8\\]; remove `input_shape:`",
+        ),
+        (
+            {"source": "torchvision:mobilenet_v2", "input_shape": [1, 224, 224]},
+            "photos samples are \\[3, H, W\\] colour crops, not \\[1, 224, 224\\]",
+        ),
         ({"source": "torchvision:mobilenet_v2", "sizes": [[240, 320]]}, "remove them"),
         (
             {"source": "torchvision:fasterrcnn_resnet50_fpn", "variants": ["fp32", "int8"]},
