@@ -456,6 +456,8 @@ def test_the_workflow_studies_a_zoo_model_against_its_tests(tmp_path):
     report = (tmp_path / "results" / "report.md").read_text()
     zoo_section = report.split("## Model Zoo")[1].split("## Environment")[0]
     assert zoo_section.count("| pass") == 6  # 3 variants x 2 tests
+    imported = json.loads((tmp_path / "results" / "digits_mlp" / "export.json").read_text())
+    assert imported["nodes"] == 7 and imported["peak_rss_bytes"] > 50e6
 
 
 @pytest.mark.workflow
@@ -468,3 +470,4 @@ def test_a_missing_onnx_source_stops_the_run_at_start_naming_the_model(tmp_path)
     assert process.returncode != 0
     assert "model 'digits_mlp': source onnx:zoo/no_such_model" in process.stdout + process.stderr
     assert "does not exist" in process.stdout + process.stderr
+    assert "relative to the folder holding the Snakefile" in process.stdout + process.stderr
