@@ -37,6 +37,7 @@ from onnxstudy.config import ModelSpec
 from onnxstudy.errors import StudyError
 from onnxstudy.onnxfile import (
     EXTERNAL_DATA_THRESHOLD_BYTES,
+    default_opset,
     publish_onnx,
     variant_size_bytes,
     write_onnx,
@@ -446,7 +447,7 @@ def make_loadable(proto: onnx.ModelProto, options: ExportOptions, model_name: st
     """
     if proto.ir_version > MAX_IR_VERSION:
         proto.ir_version = MAX_IR_VERSION
-    opset = _default_opset(proto)
+    opset = default_opset(proto)
     if opset > MAX_OPSET:
         raise StudyError(
             model_name,
@@ -459,11 +460,7 @@ def make_loadable(proto: onnx.ModelProto, options: ExportOptions, model_name: st
 
 def onnx_opset(path: str | Path) -> int:
     """The default-domain opset of the model at `path` (external data is not read)."""
-    return _default_opset(onnx.load(str(path), load_external_data=False))
-
-
-def _default_opset(proto: onnx.ModelProto) -> int:
-    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return default_opset(onnx.load(str(path), load_external_data=False))
 
 
 def check_onnx_file(path: str | Path, model_name: str, variant: str = "fp32") -> None:

@@ -23,6 +23,11 @@ EXTERNAL_DATA_THRESHOLD_BYTES = 2_000_000_000
 EXTERNAL_TENSOR_MIN_BYTES = 1024
 
 
+def default_opset(proto: onnx.ModelProto) -> int:
+    """The model's opset of the default (ai.onnx) domain; 0 when it imports none."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
 def tensor_bytes(tensor: onnx.TensorProto) -> int:
     """Bytes of a tensor's values, from its shape and type: protobuf cannot even measure
     (ByteSize) a tensor over 2 GiB, and reading its raw_data would copy it."""

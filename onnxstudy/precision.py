@@ -45,6 +45,7 @@ from onnxstudy.errors import StudyError
 from onnxstudy.fidelity import TRUE_FP16_SAMPLES, compare_outputs, reference_evaluator_outputs
 from onnxstudy.onnxfile import (
     EXTERNAL_DATA_THRESHOLD_BYTES,
+    default_opset,
     derived_threshold,
     external_data_files,
     save_onnx,
@@ -66,6 +67,8 @@ CALIBRATION_METHODS = {
 }
 QUANT_FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
 QUANT_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+# Per-channel QDQ writes DequantizeLinear with `axis`, which opset 13 added (QOperator does not).
+QDQ_PER_CHANNEL_OPSET = 13
 # uint8 activations with int8 per-channel weights in QDQ: the fast, accurate choice on x86 CPUs
 # (int8 activations measured no speed-up over fp32 on an AVX-512 VNNI host).
 DEFAULT_INT8_RECIPE: dict[str, Any] = {
@@ -636,7 +639,8 @@ def convert_to_fp16(
             "no fp16 conversion loads in ONNX Runtime ("
             + "; ".join(f"{a.name}: {a.problems[0]}" for a in attempts)
             + ")",
-            "set `fp16: {keep_fp32_ops: [...]}` for the op types named, or remove fp16 from "
+            "set `fp16: {keep_fp32_ops: [...]}` for op types these problems name, export at "
+            f"a newer `opset:` (this model's is {default_opset(model)}), or remove fp16 from "
             "this model's `variants:`",
         )
     final = chosen or loadable[-1]
@@ -916,7 +920,18 @@ def quantize_int8_static(
     recipe = check_int8_recipe(recipe, model_name, variant)
     dst = Path(dst)
     started = time.perf_counter()
-    names = graph_inputs(onnx.load(str(src), load_external_data=False))
+    header = onnx.load(str(src), load_external_data=False)
+    opset = default_opset(header)
+    if recipe["format"] == "qdq" and recipe["per_channel"] and opset < QDQ_PER_CHANNEL_OPSET:
+        raise StudyError(
+            model_name,
+            variant,
+            f"per-channel QDQ needs DequantizeLinear's `axis`, added in opset "
+            f"{QDQ_PER_CHANNEL_OPSET}; the fp32 model is opset {opset}",
+            f"set `opset: {QDQ_PER_CHANNEL_OPSET}` or newer for this model, or `per_channel: "
+            "false` (or `format: qoperator`) in its int8 recipe",
+        )
+    names = graph_inputs(header)
     feeds = as_feeds(calibration, names, model_name, variant)
     available = sample_count(feeds)
     wanted = recipe["calibration_samples"] or available

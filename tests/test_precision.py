@@ -327,6 +327,22 @@ def test_static_int8_preprocesses_a_model_given_by_a_relative_path(
     assert record["preprocessed"], record["preprocess_note"]
 
 
+def test_per_channel_qdq_on_an_opset_before_13_is_refused_with_the_opset_to_set(
+    mlp, digits, tmp_path
+):
+    model = onnx.load(str(mlp))
+    model.opset_import[0].version = 12  # MatMul, Add, Relu, Flatten, Identity: the same at 12
+    onnx.save(model, str(tmp_path / "fp32.onnx"))
+    with pytest.raises(StudyError) as caught:
+        quantize_int8_static(tmp_path / "fp32.onnx", tmp_path / "a.onnx", digits[0][:8], {}, "m")
+    assert "added in opset 13; the fp32 model is opset 12" in caught.value.cause
+    assert caught.value.cure.startswith("set `opset: 13` or newer")
+    assert not (tmp_path / "a.onnx").exists()
+    recipe = {"per_channel": False}
+    quantize_int8_static(tmp_path / "fp32.onnx", tmp_path / "b.onnx", digits[0][:8], recipe, "m")
+    assert accuracy(tmp_path / "b.onnx", digits) >= accuracy(mlp, digits) - 0.02
+
+
 # ---------------------------------------------------------------------------------- int8dyn
 
 
