@@ -4,7 +4,9 @@ import re
 import sys
 from pathlib import Path
 
+import jsonschema
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The workflow and its jobs import the library from this checkout, installed or not; this
@@ -26,7 +28,26 @@ from onnxstudy.config import (
 from onnxstudy.onnxfile import variant_size_bytes
 from onnxstudy.zoo import find_zoo_model, source_path
 
-validate(config, schema="../schemas/config.schema.yaml")
+
+def validate_config(config):
+    """Snakemake's schema validation (which fills defaults), with its failure put in one
+    sentence: where in the config, what is wrong, and where the keys are described."""
+    try:
+        validate(config, schema="../schemas/config.schema.yaml")
+    except WorkflowError as error:
+        # Snakemake raises it while handling jsonschema's error, which carries the place.
+        found = error.__context__
+        if not isinstance(found, jsonschema.ValidationError):
+            raise
+        where = " > ".join(str(part) for part in found.absolute_path) or "the top level"
+        raise WorkflowError(
+            f"the config is not valid at {where}: {found.message}. Cure: fix or remove that "
+            "key or value; schemas/config.schema.yaml lists every key and README.md, "
+            "'Configuration', explains them"
+        ) from None
+
+
+validate_config(config)
 
 MODELS = sorted(config["models"])
 SPECS = {name: resolve_model(config, name) for name in MODELS}
