@@ -20,6 +20,14 @@ include: "rules/bench.smk"
 include: "rules/report.smk"
 
 
+onsuccess:
+    remove_stale_outputs()
+
+
+onerror:
+    set_aside_stale_outputs()
+
+
 # The contract's per-cell files are targets too, so a plain run rebuilds a deleted one.
 rule all:
     default_target: True

@@ -2,6 +2,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import jsonschema
@@ -28,6 +29,34 @@ from onnxstudy.config import (
 from onnxstudy.onnxfile import variant_size_bytes
 from onnxstudy.zoo import find_zoo_model, source_path
 
+# When this run began: a summary or report older than that was not rebuilt by it.
+RUN_STARTED = time.time()
+STUDY_OUTPUTS = ("results/summary.csv", "results/report.md")
+
+
+def set_aside_stale_outputs():
+    """After a failed run, rename the summary and report it did not rewrite to
+    `<name>.stale.<ext>`: a failed job feeds them, so they describe an earlier state of the
+    study and must not look current. A later successful run removes the stale copies."""
+    for name in STUDY_OUTPUTS:
+        path = Path(name)
+        if path.is_file() and path.stat().st_mtime < RUN_STARTED:
+            stale = path.with_name(f"{path.stem}.stale{path.suffix}")
+            path.replace(stale)
+            print(
+                f"{name} is from an earlier run that the failed jobs above keep from being "
+                f"rebuilt; it is now {stale}. Fix or remove what failed and run again.",
+                file=sys.stderr,
+            )
+
+
+def remove_stale_outputs():
+    """After a successful run, drop the stale copy of each output that is current again."""
+    for name in STUDY_OUTPUTS:
+        path = Path(name)
+        if path.is_file():
+            path.with_name(f"{path.stem}.stale{path.suffix}").unlink(missing_ok=True)
+
 
 def validate_config(config):
     """Snakemake's schema validation (which fills defaults), with its failure put in one
@@ -50,7 +79,18 @@ def validate_config(config):
 validate_config(config)
 
 MODELS = sorted(config["models"])
-SPECS = {name: resolve_model(config, name) for name in MODELS}
+
+
+def resolved_models():
+    """Every model's spec; a setting that cannot work stops the run at start in one sentence
+    (resolve_model's, which names the model and what to change), without a traceback."""
+    try:
+        return {name: resolve_model(config, name) for name in MODELS}
+    except ValueError as error:
+        raise WorkflowError(str(error)) from None
+
+
+SPECS = resolved_models()
 ZOO_MODELS = [name for name in MODELS if SPECS[name].kind == "onnx"]
 TORCH_MODELS = [name for name in MODELS if name not in ZOO_MODELS]
 # torchvision detectors: one image in, boxes out; exported and checked per image size.
@@ -170,10 +210,10 @@ def locate_zoo_model(name):
     try:
         return find_zoo_model(source_path(SPECS[name].target, workflow.basedir))
     except (OSError, ValueError) as error:
-        raise ValueError(
+        raise WorkflowError(
             f"model '{name}': source {SPECS[name].source}: {error}. Cure: give the model's "
             "folder or .onnx file relative to the folder holding the Snakefile, or absolute"
-        ) from error
+        ) from None
 
 
 ZOO = {name: locate_zoo_model(name) for name in ZOO_MODELS}

@@ -143,3 +143,12 @@ def test_a_misspelt_model_file_fails_its_own_job_with_the_cure(study, tmp_path):
     assert "relative to the folder the study runs in" in said
     assert not (study / "results" / "typo" / "weights.pt").exists()
     assert (study / "results" / "my_model" / "weights.pt").exists()
+    # The summary and report no longer describe this study: they are set aside, not left
+    # looking current; the next successful run of the study drops the stale copies.
+    results = study / "results"
+    assert not (results / "summary.csv").exists() and not (results / "report.md").exists()
+    assert (results / "summary.stale.csv").exists() and (results / "report.stale.md").exists()
+    assert "results/summary.csv is from an earlier run" in said
+    run_snakemake(study, config=EXPORT_CONFIG)
+    assert (results / "summary.csv").exists() and (results / "report.md").exists()
+    assert not list(results.glob("*.stale.*"))

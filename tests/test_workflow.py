@@ -63,3 +63,10 @@ def test_invalid_config_names_the_key(tmp_path):
     assert "not valid at models > digits_cnn > opset: 40 is greater than the maximum" in said
     assert "Cure: fix or remove that key or value" in said
     assert "Failed validating" not in said  # no dump of the schema
+
+    config["models"]["digits_cnn"].update(opset=17, input_shape=[3, 8, 8])
+    bad.write_text(yaml.safe_dump(config))
+    process = run_snakemake(tmp_path, "--dry-run", config=bad, check=False)
+    said = process.stdout + process.stderr
+    assert process.returncode != 0 and "Traceback" not in said
+    assert "model 'digits_cnn': digits samples are [1, 8, 8] images, not [3, 8, 8]" in said
