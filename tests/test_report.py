@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from onnxstudy.report import export_columns, export_notes, size_verdicts
+import pandas as pd
+
+from onnxstudy.report import export_columns, export_notes, size_verdicts, trade_off_section
 
 DIVERGING_EXPORT = {
     "exporter": "torchscript",
@@ -76,3 +78,28 @@ def test_records_without_an_export_or_sizes_give_nothing():
         {"height": 200, "width": 200, "verdict": "fail"},
     ]
     assert size_verdicts({"sizes": sizes}) == "320x320 pass; 200x200 fail"
+
+
+def test_no_variant_of_a_diverging_export_is_named_fastest():
+    rows = pd.DataFrame(
+        {
+            "variant": ["torch", "fp32", "int8"],
+            "status": ["ok", "ok", "ok"],
+            "provider": "cpu",
+            "batch": 1,
+            "seq_len": float("nan"),
+            "size_bytes": [None, 3457, 3014],
+            "p50_ms": [0.080, 0.0755, 0.0439],
+            "speedup_vs_fp32": [0.94, 1.0, 1.72],
+            "accuracy_delta": [0.0, 0.0, 0.0028],
+            "accuracy_metric": "top1",
+            "parity_verdict": [None, "pass", "pass"],
+            "cosine_min": [None, 1.0, 0.999],
+            "export_verdict": "diverges",
+        }
+    )
+    verdict = trade_off_section(rows, 0.005)[1]
+    assert "**torch**, p50 0.080 ms" in verdict
+    assert "not the ONNX variants, whose export diverges from PyTorch" in verdict
+    consistent = trade_off_section(rows.assign(export_verdict="consistent"), 0.005)[1]
+    assert "**int8**, p50 0.044 ms" in consistent and "diverges" not in consistent
