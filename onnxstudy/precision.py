@@ -307,18 +307,24 @@ def name_nodes(model: onnx.ModelProto) -> int:
     return renamed
 
 
-def shape_inferred(path: str | Path) -> onnx.ModelProto:
-    """The model at `path`, weights loaded, with the value types onnx's shape inference gives.
+def inferred_graph_only(path: str | Path) -> onnx.ModelProto:
+    """The model at `path` with the value types onnx's shape inference gives, its external
+    weights not read.
 
     Inference runs file to file (infer_shapes_path), so it works on models past protobuf's
     2 GB limit, whose weights are in external data; in-memory inference would fail there.
     """
-    path = Path(path)
     with tempfile.TemporaryDirectory() as scratch:
         inferred = Path(scratch) / "inferred.onnx"
         onnx.shape_inference.infer_shapes_path(str(path), str(inferred))
-        model = onnx.load(str(inferred), load_external_data=False)
-    load_external_data_for_model(model, str(path.parent))
+        return onnx.load(str(inferred), load_external_data=False)
+
+
+def shape_inferred(path: str | Path) -> onnx.ModelProto:
+    """The model at `path`, weights loaded, with its inferred value types (see
+    `inferred_graph_only`)."""
+    model = inferred_graph_only(path)
+    load_external_data_for_model(model, str(Path(path).parent))
     return model
 
 
@@ -355,10 +361,7 @@ def convert_fp16(
 def kept_fp32_nodes(original: onnx.ModelProto, converted: str | Path) -> list[str]:
     """Nodes of `original` that still compute in fp32 in the model at `converted`: those with
     a float32 output there (nodes with no float output, such as Shape, are left out)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        inferred = Path(scratch) / "inferred.onnx"
-        onnx.shape_inference.infer_shapes_path(str(converted), str(inferred))
-        graph = onnx.load(str(inferred), load_external_data=False).graph
+    graph = inferred_graph_only(converted).graph
     types = {
         info.name: info.type.tensor_type.elem_type
         for info in [*graph.value_info, *graph.input, *graph.output]

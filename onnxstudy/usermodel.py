@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from onnxstudy.errors import StudyError
+from onnxstudy.runtime import first_line
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +334,7 @@ def check_forward(model: nn.Module, inputs: np.ndarray, model_name: str) -> None
             model_name,
             None,
             f"the model fails in PyTorch on its samples, {given}{where}: "
-            f"{type(error).__name__}: {_first_line(error)}",
+            f"{type(error).__name__}: {first_line(error)}",
             "set `input_shape:` (one sample, without the batch axis) and `dtype:` to what "
             "forward takes, or a `dataset:` whose samples it takes",
         ) from error
@@ -353,11 +354,6 @@ def check_forward(model: nn.Module, inputs: np.ndarray, model_name: str) -> None
             "first",
             "keep the batch axis first in the output (e.g. flatten with start_dim=1)",
         )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def input_dtype(name: str, model_name: str) -> np.dtype:

@@ -50,6 +50,7 @@ def test_a_config_without_tolerances_still_checks_every_variant():
     config = {"models": {"mlp": {"source": "python:net.py:build", "input_shape": [64]}}}
     validate(config, SCHEMA)
     spec = resolve_model(config, "mlp")
+    assert default_config()["defaults"]["tolerances"] == DEFAULT_TOLERANCES
     assert spec.tolerance("fp32") == DEFAULT_TOLERANCES["fp32"]
     assert spec.tolerance("int8dyn") == spec.tolerance("int8_pt") == DEFAULT_TOLERANCES["int8"]
     # The digits images against themselves with noise of a tenth of their range: no longer a
